@@ -1,1 +1,2 @@
 //! Core types shared by every part of livetalk.
+pub mod look;
