@@ -2,3 +2,4 @@
 //! a `new(cfg, VarBuilder)` and a `forward` that reads like the paper.
 
 pub mod fixture;
+pub mod schedule;
