@@ -1,5 +1,8 @@
 //! The LiveTalk model in candle. One file per model, each with a serde `Config`,
 //! a `new(cfg, VarBuilder)` and a `forward` that reads like the paper.
 
+pub mod audio_features;
 pub mod fixture;
 pub mod schedule;
+pub mod wav2vec2;
+pub mod wan_vae;
