@@ -5,4 +5,3 @@ pub mod audio_features;
 pub mod fixture;
 pub mod schedule;
 pub mod wav2vec2;
-pub mod wan_vae;
