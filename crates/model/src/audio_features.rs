@@ -274,7 +274,21 @@ pub struct AudioConditioner {
     audio_proj: AudioPack,
     audio_cond_projs: Vec<Linear>,
     feature_dim: usize,
-    prepend_frames: usize,
+    frames_per_token: usize,
+    dtype: DType,
+    device: Device,
+}
+
+/// wav2vec2 run at the video frame rate, with its intermediates.
+#[derive(Debug, Clone)]
+pub struct VideoRateFeatures {
+    /// CNN output [B, conv_dim, T50].
+    pub conv_features: Tensor,
+    /// Interpolated to video frames [B, frames, conv_dim].
+    pub conv_features_interp: Tensor,
+    pub encoder: Wav2Vec2Output,
+    /// cat[last, h_0..h_L] per video frame [B, frames, (L+2)*hidden].
+    pub frame_features: Tensor,
 }
 
 impl AudioConditioner {
@@ -326,7 +340,9 @@ impl AudioConditioner {
             audio_proj,
             audio_cond_projs,
             feature_dim,
-            prepend_frames: audio_cfg.frames_per_token() - 1,
+            frames_per_token: audio_cfg.frames_per_token(),
+            dtype: vb_dit.dtype(),
+            device: vb_dit.device().clone(),
         })
     }
 
@@ -367,39 +383,52 @@ impl AudioConditioner {
         self.feature_dim
     }
 
+    /// Video frames per latent-frame token (4); the clip's first frame is repeated
+    /// `frames_per_token - 1` times so that 4F-3 video frames fill F tokens.
+    pub fn frames_per_token(&self) -> usize {
+        self.frames_per_token
+    }
+
     /// Number of per-layer projections (rows of `audio_emb`).
     pub fn num_cond_projs(&self) -> usize {
         self.audio_cond_projs.len()
     }
 
     /// Normalised waveform as the model's input [1, samples], in the model's dtype and device.
-    pub fn input_values(&self, samples: &[f32], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn input_values(&self, samples: &[f32]) -> Result<Tensor> {
         if samples.is_empty() {
             return Err(invalid_input("empty waveform".into()));
         }
         let n = samples.len();
-        Tensor::from_vec(normalize_waveform(samples), (1, n), device)?.to_dtype(dtype)
+        Tensor::from_vec(normalize_waveform(samples), (1, n), &self.device)?.to_dtype(self.dtype)
     }
 
-    /// Normalised samples [B, samples] -> wav2vec2 features of `num_video_frames` evenly spread
-    /// video frames [B, num_video_frames, (L+2)*hidden], plus the intermediates.
-    fn encode_at_video_rate(
+    /// Normalised samples [B, samples] -> wav2vec2 features of `num_video_frames` video frames
+    /// spread evenly over the samples (first and last frame on the first and last 50 Hz frame).
+    pub fn encode_at_video_rate(
         &self,
         input_values: &Tensor,
         num_video_frames: usize,
-    ) -> Result<(Tensor, Tensor, Wav2Vec2Output, Tensor)> {
-        let conv = self.wav2vec2.extract_conv_features(input_values)?;
-        let interp = interpolate_linear(&conv, 2, num_video_frames)?
+    ) -> Result<VideoRateFeatures> {
+        let conv_features = self.wav2vec2.extract_conv_features(input_values)?;
+        let conv_features_interp = interpolate_linear(&conv_features, 2, num_video_frames)?
             .transpose(1, 2)?
             .contiguous()?;
-        let encoder = self.wav2vec2.encode(&interp)?;
-        let features = concat_hidden_states(&encoder)?;
-        Ok((conv, interp, encoder, features))
+        let encoder = self.wav2vec2.encode(&conv_features_interp)?;
+        let frame_features = concat_hidden_states(&encoder)?;
+        Ok(VideoRateFeatures {
+            conv_features,
+            conv_features_interp,
+            encoder,
+            frame_features,
+        })
     }
 
     /// Normalised samples [B, samples] -> per-video-frame features [B, num_video_frames, (L+2)*hidden].
     pub fn frame_features(&self, input_values: &Tensor, num_video_frames: usize) -> Result<Tensor> {
-        Ok(self.encode_at_video_rate(input_values, num_video_frames)?.3)
+        Ok(self
+            .encode_at_video_rate(input_values, num_video_frames)?
+            .frame_features)
     }
 
     /// AudioPack on 4k consecutive frame features [B, 4k, C] -> tokens [B, k, audio_hidden_size].
@@ -441,14 +470,14 @@ impl AudioConditioner {
         // Longer audio is cut to the video's duration; shorter audio is stretched by the
         // interpolation, as in the reference.
         let keep = trimmed_num_samples(num_latent_frames).min(waveform.len());
-        let (dtype, device) = (
-            self.audio_proj.proj.weight().dtype(),
-            self.audio_proj.proj.weight().device(),
-        );
-        let input_values = self.input_values(&waveform[..keep], dtype, device)?;
-        let (conv_features, conv_features_interp, encoder, features) =
-            self.encode_at_video_rate(&input_values, video_frames(num_latent_frames))?;
-        let audio_proj_input = prepend_first_frame(&features, self.prepend_frames)?;
+        let input_values = self.input_values(&waveform[..keep])?;
+        let VideoRateFeatures {
+            conv_features,
+            conv_features_interp,
+            encoder,
+            frame_features,
+        } = self.encode_at_video_rate(&input_values, video_frames(num_latent_frames))?;
+        let audio_proj_input = prepend_first_frame(&frame_features, self.frames_per_token - 1)?;
         let audio_proj_output = self.pack(&audio_proj_input)?;
         let audio_emb = self.project_tokens(&audio_proj_output)?;
         Ok(AudioTrace {

@@ -137,12 +137,12 @@ fn forward_equals_composed_steps() -> anyhow::Result<()> {
     let emb = cond.forward(&wave, f)?;
 
     let keep = audio_features::trimmed_num_samples(f);
-    let input = cond.input_values(&wave[..keep], DType::F32, &Device::Cpu)?;
+    let input = cond.input_values(&wave[..keep])?;
     let frames = cond.frame_features(&input, audio_features::video_frames(f))?;
-    let frames_per_token = fx.params["audio_pack_patch"][0]
+    let t = fx.params["audio_pack_patch"][0]
         .as_u64()
-        .expect("audio_pack_patch");
-    let t = frames_per_token as usize;
+        .expect("audio_pack_patch") as usize;
+    assert_eq!(cond.frames_per_token(), t);
     let frames = audio_features::prepend_first_frame(&frames, t - 1)?;
     let composed = cond.embed_frame_features(&frames)?;
     assert_eq!(fixture::max_abs_diff(&emb, &composed)?, 0.0);

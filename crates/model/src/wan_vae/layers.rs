@@ -1,0 +1,412 @@
+//! Building blocks of the Wan2.1 VAE: causal 3-D convolution with a per-conv feature cache,
+//! RMS norm, residual and attention blocks, spatial/temporal resampling.
+//!
+//! Activations are kept frame-major, `[B, T, C, H, W]`, so that "all frames as a batch of
+//! images" is a free reshape to `[B*T, C, H, W]` for candle's conv2d.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::VaeError;
+
+/// Frames of its input that each cached causal conv keeps for the next chunk.
+pub(crate) const CACHE_T: usize = 2;
+
+/// What one cached layer remembers of the previous chunk.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Slot {
+    /// Nothing seen yet.
+    #[default]
+    Empty,
+    /// An `upsample3d` that has seen its first chunk: the first latent frame is not doubled in
+    /// time, and the next chunk's time conv is zero-padded instead of reading a cache.
+    Rep,
+    /// The last input frames of the previous chunk.
+    Frames(Tensor),
+}
+
+/// The feature caches of one encoder or decoder pass, one slot per cached layer, handed out in
+/// traversal order (the same order on every chunk).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FeatCache {
+    slots: Vec<Slot>,
+}
+
+impl FeatCache {
+    pub(crate) fn cursor(&mut self) -> CacheCursor<'_> {
+        CacheCursor { slots: &mut self.slots, next: 0 }
+    }
+}
+
+pub(crate) struct CacheCursor<'a> {
+    slots: &'a mut Vec<Slot>,
+    next: usize,
+}
+
+impl CacheCursor<'_> {
+    pub(crate) fn next_slot(&mut self) -> &mut Slot {
+        if self.next == self.slots.len() {
+            self.slots.push(Slot::Empty);
+        }
+        self.next += 1;
+        &mut self.slots[self.next - 1]
+    }
+}
+
+fn num_frames(x: &Tensor) -> Result<usize> {
+    x.dim(1)
+}
+
+/// The last `n` frames of `x` (all of them if it has fewer).
+fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
+    let t = num_frames(x)?;
+    let n = n.min(t);
+    x.narrow(1, t - n, n)
+}
+
+/// Causal 3-D convolution: temporal padding only on the left (2*pad_t frames, or the cached
+/// frames of the previous chunk), symmetric spatial padding. Computed as a sum over temporal
+/// taps of 2-D convolutions over all output frames at once.
+#[derive(Clone, Debug)]
+pub(crate) struct CausalConv3d {
+    /// One `[O, C, kh, kw]` kernel per temporal tap.
+    taps: Vec<Tensor>,
+    /// `[1, O, 1, 1]`.
+    bias: Tensor,
+    stride_t: usize,
+    /// Frames of left padding the causal conv needs (2 * the symmetric padding of a Conv3d).
+    pad_t: usize,
+    pad_hw: usize,
+}
+
+impl CausalConv3d {
+    /// `kernel` = (kt, kh, kw); spatial padding is kh/2 (always "same" in this VAE), temporal
+    /// padding `padding_t` as given to the reference Conv3d (doubled, all on the left).
+    pub(crate) fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: (usize, usize, usize),
+        stride_t: usize,
+        padding_t: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let (kt, kh, kw) = kernel;
+        let weight = vb.get((c_out, c_in, kt, kh, kw), "weight")?;
+        let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?;
+        let taps = (0..kt)
+            .map(|k| weight.narrow(2, k, 1)?.squeeze(2)?.contiguous())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { taps, bias, stride_t, pad_t: 2 * padding_t, pad_hw: kh / 2 })
+    }
+
+    /// `x`: `[B, T, C, H, W]`; `cache`: frames of the previous chunk to use instead of zero
+    /// padding (ignored by convs without temporal padding, as in the reference).
+    pub(crate) fn forward(&self, x: &Tensor, cache: Option<&Tensor>) -> Result<Tensor> {
+        let mut left = self.pad_t;
+        let mut x = x.clone();
+        if let (Some(cache), true) = (cache, self.pad_t > 0) {
+            let cache = last_frames(cache, self.pad_t)?;
+            left -= num_frames(&cache)?;
+            x = Tensor::cat(&[&cache, &x], 1)?;
+        }
+        let x = x.pad_with_zeros(1, left, 0)?;
+        let (b, t, c, h, w) = x.dims5()?;
+        let kt = self.taps.len();
+        if t < kt {
+            return Err(VaeError::Input(format!(
+                "causal conv needs at least {kt} frames after padding, got {t}"
+            ))
+            .into());
+        }
+        let t_out = (t - kt) / self.stride_t + 1;
+        let mut out: Option<Tensor> = None;
+        for (k, tap) in self.taps.iter().enumerate() {
+            let frames = if self.stride_t == 1 {
+                x.narrow(1, k, t_out)?
+            } else {
+                let idx: Vec<u32> = (0..t_out).map(|i| (k + i * self.stride_t) as u32).collect();
+                let idx = Tensor::new(idx.as_slice(), x.device())?;
+                x.index_select(&idx, 1)?
+            };
+            let frames = frames.reshape((b * t_out, c, h, w))?;
+            let y = frames.conv2d(tap, self.pad_hw, 1, 1, 1)?;
+            out = Some(match out {
+                None => y,
+                Some(acc) => (acc + y)?,
+            });
+        }
+        let y = out.expect("a conv has at least one tap").broadcast_add(&self.bias)?;
+        let (_, o, ho, wo) = y.dims4()?;
+        y.reshape((b, t_out, o, ho, wo))
+    }
+
+    /// Forward with the reference's per-conv cache: use the previous chunk's last frames as
+    /// left context and remember this input's last CACHE_T frames (topped up with the
+    /// previous chunk's last frame when this chunk is a single frame).
+    pub(crate) fn forward_cached(&self, x: &Tensor, slot: &mut Slot) -> Result<Tensor> {
+        let prev = match slot {
+            Slot::Frames(p) => Some(p.clone()),
+            _ => None,
+        };
+        let mut keep = last_frames(x, CACHE_T)?;
+        if let (Some(p), true) = (&prev, num_frames(&keep)? < CACHE_T) {
+            keep = Tensor::cat(&[&last_frames(p, 1)?, &keep], 1)?;
+        }
+        let y = self.forward(x, prev.as_ref())?;
+        *slot = Slot::Frames(keep);
+        Ok(y)
+    }
+}
+
+/// A plain 2-D convolution applied to every frame.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameConv2d {
+    weight: Tensor,
+    bias: Tensor,
+    padding: usize,
+    stride: usize,
+}
+
+impl FrameConv2d {
+    pub(crate) fn new(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        padding: usize,
+        stride: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get((c_out, c_in, k, k), "weight")?;
+        let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?;
+        Ok(Self { weight, bias, padding, stride })
+    }
+}
+
+impl Module for FrameConv2d {
+    /// `x`: `[N, C, H, W]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
+    }
+}
+
+/// `F.normalize(x, dim=channels) * sqrt(C) * gamma`, computed in f32.
+#[derive(Clone, Debug)]
+pub(crate) struct RmsNorm {
+    /// `sqrt(C) * gamma` as `[1, 1, C, 1, 1]`, f32.
+    scaled_gamma: Tensor,
+}
+
+impl RmsNorm {
+    /// `gamma_rank`: 4 for the `[C,1,1,1]` gains of 3-D blocks, 3 for the `[C,1,1]` gain of the
+    /// attention block.
+    pub(crate) fn new(c: usize, gamma_rank: usize, vb: VarBuilder) -> Result<Self> {
+        let gamma = match gamma_rank {
+            4 => vb.get((c, 1, 1, 1), "gamma")?,
+            _ => vb.get((c, 1, 1), "gamma")?,
+        };
+        let scaled_gamma =
+            (gamma.to_dtype(DType::F32)?.reshape((1, 1, c, 1, 1))? * (c as f64).sqrt())?;
+        Ok(Self { scaled_gamma })
+    }
+}
+
+impl Module for RmsNorm {
+    /// `x`: `[B, T, C, H, W]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let norm = x.sqr()?.sum_keepdim(2)?.sqrt()?.maximum(1e-12)?;
+        x.broadcast_div(&norm)?.broadcast_mul(&self.scaled_gamma)?.to_dtype(dtype)
+    }
+}
+
+/// RMS norm -> SiLU -> conv -> RMS norm -> SiLU -> conv, plus a 1x1x1 shortcut when the width
+/// changes. Keys: `residual.{0,2,3,6}`, `shortcut`.
+#[derive(Clone, Debug)]
+pub(crate) struct ResidualBlock {
+    norm1: RmsNorm,
+    conv1: CausalConv3d,
+    norm2: RmsNorm,
+    conv2: CausalConv3d,
+    shortcut: Option<CausalConv3d>,
+}
+
+impl ResidualBlock {
+    pub(crate) fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
+        let r = vb.pp("residual");
+        Ok(Self {
+            norm1: RmsNorm::new(c_in, 4, r.pp(0))?,
+            conv1: CausalConv3d::new(c_in, c_out, (3, 3, 3), 1, 1, r.pp(2))?,
+            norm2: RmsNorm::new(c_out, 4, r.pp(3))?,
+            conv2: CausalConv3d::new(c_out, c_out, (3, 3, 3), 1, 1, r.pp(6))?,
+            shortcut: if c_in != c_out {
+                Some(CausalConv3d::new(c_in, c_out, (1, 1, 1), 1, 0, vb.pp("shortcut"))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+        let h = match &self.shortcut {
+            Some(conv) => conv.forward(x, None)?,
+            None => x.clone(),
+        };
+        let r = candle_nn::ops::silu(&self.norm1.forward(x)?)?;
+        let r = self.conv1.forward_cached(&r, cache.next_slot())?;
+        let r = candle_nn::ops::silu(&self.norm2.forward(&r)?)?;
+        let r = self.conv2.forward_cached(&r, cache.next_slot())?;
+        r + h
+    }
+}
+
+/// Single-head self-attention over the pixels of each frame. Keys: `norm`, `to_qkv`, `proj`.
+#[derive(Clone, Debug)]
+pub(crate) struct AttentionBlock {
+    norm: RmsNorm,
+    to_qkv: FrameConv2d,
+    proj: FrameConv2d,
+}
+
+impl AttentionBlock {
+    pub(crate) fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm: RmsNorm::new(c, 3, vb.pp("norm"))?,
+            to_qkv: FrameConv2d::new(c, 3 * c, 1, 0, 1, vb.pp("to_qkv"))?,
+            proj: FrameConv2d::new(c, c, 1, 0, 1, vb.pp("proj"))?,
+        })
+    }
+}
+
+impl Module for AttentionBlock {
+    /// `x`: `[B, T, C, H, W]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c, h, w) = x.dims5()?;
+        let dtype = x.dtype();
+        let xn = self.norm.forward(x)?.reshape((b * t, c, h, w))?;
+        // [BT, 3C, HW] -> [BT, HW, 3C]: q, k, v are consecutive channel blocks.
+        let qkv = self.to_qkv.forward(&xn)?.reshape((b * t, 3 * c, h * w))?.transpose(1, 2)?;
+        let qkv = qkv.to_dtype(DType::F32)?;
+        let q = qkv.narrow(D::Minus1, 0, c)?.contiguous()?;
+        let k = qkv.narrow(D::Minus1, c, c)?.contiguous()?;
+        let v = qkv.narrow(D::Minus1, 2 * c, c)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? / (c as f64).sqrt())?;
+        let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let attn = attn.to_dtype(dtype)?.transpose(1, 2)?.reshape((b * t, c, h, w))?;
+        let out = self.proj.forward(&attn)?.reshape((b, t, c, h, w))?;
+        out + x
+    }
+}
+
+/// How a [`Resample`] changes the resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResampleMode {
+    Upsample2d,
+    Upsample3d,
+    Downsample2d,
+    Downsample3d,
+}
+
+/// Spatial x2 up/down sampling, with a causal time conv for the 3-D modes.
+/// Keys: `resample.1` (the 2-D conv), `time_conv`.
+#[derive(Clone, Debug)]
+pub(crate) struct Resample {
+    mode: ResampleMode,
+    conv: FrameConv2d,
+    time_conv: Option<CausalConv3d>,
+}
+
+impl Resample {
+    pub(crate) fn new(c: usize, mode: ResampleMode, vb: VarBuilder) -> Result<Self> {
+        use ResampleMode::*;
+        let conv = match mode {
+            Upsample2d | Upsample3d => FrameConv2d::new(c, c / 2, 3, 1, 1, vb.pp("resample.1"))?,
+            Downsample2d | Downsample3d => FrameConv2d::new(c, c, 3, 0, 2, vb.pp("resample.1"))?,
+        };
+        let time_conv = match mode {
+            // One frame in, two out: the 2C output channels are the two frames.
+            Upsample3d => Some(CausalConv3d::new(c, 2 * c, (3, 1, 1), 1, 1, vb.pp("time_conv"))?),
+            Downsample3d => {
+                Some(CausalConv3d::new(c, c, (3, 1, 1), 2, 0, vb.pp("time_conv"))?)
+            }
+            _ => None,
+        };
+        Ok(Self { mode, conv, time_conv })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+        let x = match (&self.time_conv, self.mode) {
+            (Some(tc), ResampleMode::Upsample3d) => upsample_in_time(tc, x, cache.next_slot())?,
+            _ => x.clone(),
+        };
+        let (b, t, c, h, w) = x.dims5()?;
+        let frames = x.reshape((b * t, c, h, w))?;
+        let y = match self.mode {
+            ResampleMode::Upsample2d | ResampleMode::Upsample3d => {
+                self.conv.forward(&frames.upsample_nearest2d(2 * h, 2 * w)?)?
+            }
+            // ZeroPad2d((0, 1, 0, 1)): one extra row/column at the bottom/right only.
+            _ => {
+                let padded = frames.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+                self.conv.forward(&padded)?
+            }
+        };
+        let (_, co, ho, wo) = y.dims4()?;
+        let y = y.reshape((b, t, co, ho, wo))?;
+        match (&self.time_conv, self.mode) {
+            (Some(tc), ResampleMode::Downsample3d) => downsample_in_time(tc, &y, cache.next_slot()),
+            _ => Ok(y),
+        }
+    }
+}
+
+/// Doubles the frame count, except on the very first chunk (the first latent frame stands for
+/// one video frame).
+fn upsample_in_time(time_conv: &CausalConv3d, x: &Tensor, slot: &mut Slot) -> Result<Tensor> {
+    let prev = std::mem::take(slot);
+    let (keep, cached) = match &prev {
+        Slot::Empty => {
+            *slot = Slot::Rep;
+            return Ok(x.clone());
+        }
+        Slot::Rep => {
+            let keep = last_frames(x, CACHE_T)?;
+            let keep = if num_frames(&keep)? < CACHE_T {
+                Tensor::cat(&[&keep.zeros_like()?, &keep], 1)?
+            } else {
+                keep
+            };
+            (keep, None)
+        }
+        Slot::Frames(p) => {
+            let keep = last_frames(x, CACHE_T)?;
+            let keep = if num_frames(&keep)? < CACHE_T {
+                Tensor::cat(&[&last_frames(p, 1)?, &keep], 1)?
+            } else {
+                keep
+            };
+            (keep, Some(p))
+        }
+    };
+    let y = time_conv.forward(x, cached)?;
+    *slot = Slot::Frames(keep);
+    // [B, T, 2C, H, W] -> [B, T, 2, C, H, W] -> [B, 2T, C, H, W]
+    let (b, t, c2, h, w) = y.dims5()?;
+    y.reshape((b, 2 * t, c2 / 2, h, w))
+}
+
+/// Halves the frame count with a stride-2 time conv over [last frame of previous chunk, x];
+/// the first chunk passes through unchanged.
+fn downsample_in_time(time_conv: &CausalConv3d, x: &Tensor, slot: &mut Slot) -> Result<Tensor> {
+    match std::mem::take(slot) {
+        Slot::Frames(p) => {
+            let y = time_conv.forward(&Tensor::cat(&[&last_frames(&p, 1)?, x], 1)?, None)?;
+            *slot = Slot::Frames(last_frames(x, 1)?);
+            Ok(y)
+        }
+        Slot::Empty | Slot::Rep => {
+            *slot = Slot::Frames(x.clone());
+            Ok(x.clone())
+        }
+    }
+}
