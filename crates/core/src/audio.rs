@@ -43,11 +43,21 @@ impl AudioChunk {
 
     /// `frames` sample frames of silence.
     pub fn silence(sample_rate: u32, channels: u16, frames: usize, pts: Duration) -> Result<Self> {
-        Self::new(sample_rate, channels, vec![0.0; frames * channels as usize], pts)
+        Self::new(
+            sample_rate,
+            channels,
+            vec![0.0; frames * channels as usize],
+            pts,
+        )
     }
 
     /// Signed 16-bit samples (WAV, PipeWire S16) scaled to `f32`.
-    pub fn from_i16(sample_rate: u32, channels: u16, samples: &[i16], pts: Duration) -> Result<Self> {
+    pub fn from_i16(
+        sample_rate: u32,
+        channels: u16,
+        samples: &[i16],
+        pts: Duration,
+    ) -> Result<Self> {
         let samples = samples.iter().map(|&s| s as f32 / 32768.0).collect();
         Self::new(sample_rate, channels, samples, pts)
     }
@@ -80,7 +90,10 @@ impl AudioChunk {
 
     /// Sample frames (samples per channel).
     pub fn frames(&self) -> usize {
-        self.samples.len().checked_div(self.channels as usize).unwrap_or(0)
+        self.samples
+            .len()
+            .checked_div(self.channels as usize)
+            .unwrap_or(0)
     }
 
     /// True when there are no samples.

@@ -91,7 +91,10 @@ fn unknown_persona_message(name: &str, known: &[String], broken: &[PathBuf]) -> 
     let mut message = if known.is_empty() {
         format!("unknown persona `{name}`: no persona presets were found")
     } else {
-        format!("unknown persona `{name}`; known personas: {}", known.join(", "))
+        format!(
+            "unknown persona `{name}`; known personas: {}",
+            known.join(", ")
+        )
     };
     if !broken.is_empty() {
         let files: Vec<String> = broken.iter().map(|p| p.display().to_string()).collect();

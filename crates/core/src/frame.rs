@@ -117,7 +117,10 @@ impl PixelFormat {
 
     /// True for the packed RGB family (Rgb24, Rgba, Bgra).
     pub fn is_rgb(self) -> bool {
-        matches!(self, PixelFormat::Rgb24 | PixelFormat::Rgba | PixelFormat::Bgra)
+        matches!(
+            self,
+            PixelFormat::Rgb24 | PixelFormat::Rgba | PixelFormat::Bgra
+        )
     }
 
     /// True for the Y'CbCr formats (Yuyv, I420, Nv12).
@@ -184,7 +187,9 @@ impl PixelFormat {
         let luma = packed(1);
         let layout = match self {
             PixelFormat::Rgb24 => [packed(3), Plane::default(), Plane::default()],
-            PixelFormat::Rgba | PixelFormat::Bgra => [packed(4), Plane::default(), Plane::default()],
+            PixelFormat::Rgba | PixelFormat::Bgra => {
+                [packed(4), Plane::default(), Plane::default()]
+            }
             PixelFormat::Yuyv => [packed(2), Plane::default(), Plane::default()],
             PixelFormat::I420 => {
                 let u = Plane {
@@ -248,7 +253,9 @@ impl FromStr for PixelFormat {
 }
 
 /// The Y'CbCr matrix of a YUV frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ColorMatrix {
     /// ITU-R BT.601 (SD); what v4l2 and browsers assume for webcam YUV without metadata.
@@ -259,7 +266,9 @@ pub enum ColorMatrix {
 }
 
 /// The quantisation range of a YUV frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ColorRange {
     /// "TV" range: Y in 16..=235, Cb/Cr in 16..=240. The default for camera output.
@@ -270,7 +279,9 @@ pub enum ColorRange {
 }
 
 /// How YUV bytes map to RGB: matrix and range. The default is BT.601 limited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct ColorSpec {
     pub matrix: ColorMatrix,
     pub range: ColorRange,

@@ -9,9 +9,12 @@ pub mod convert;
 pub mod error;
 pub mod frame;
 pub mod look;
+pub mod persona;
 
 pub use audio::{AudioChunk, ENGINE_SAMPLE_RATE};
 pub use bus::{FrameBus, FrameSubscriber};
 pub use clock::{AudioClock, FrameClock, FramePicker, ENGINE_FPS};
 pub use error::{Error, Result};
 pub use frame::{ColorMatrix, ColorRange, ColorSpec, PixelFormat, VideoFrame};
+pub use look::AvatarLook;
+pub use persona::{Persona, PersonaLibrary};

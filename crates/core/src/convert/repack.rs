@@ -6,7 +6,10 @@ use super::layout::{Chroma420, RgbLayout};
 
 /// Packed RGB → packed RGB (alpha becomes opaque; it carries nothing through YUV either).
 pub(crate) fn rgb_to_rgb<S: RgbLayout, D: RgbLayout>(src: &[u8], dst: &mut [u8]) {
-    for (px_in, px_out) in src.chunks_exact(S::BYTES).zip(dst.chunks_exact_mut(D::BYTES)) {
+    for (px_in, px_out) in src
+        .chunks_exact(S::BYTES)
+        .zip(dst.chunks_exact_mut(D::BYTES))
+    {
         D::write(px_out, [px_in[S::R], px_in[S::G], px_in[S::B]]);
     }
 }
@@ -43,14 +46,17 @@ pub(crate) fn yuyv_to_yuv420(
     chroma: Chroma420,
 ) {
     let (luma, chroma_buf) = dst.split_at_mut(width * height);
-    let row_pairs = src.chunks_exact(4 * width).zip(luma.chunks_exact_mut(2 * width));
+    let row_pairs = src
+        .chunks_exact(4 * width)
+        .zip(luma.chunks_exact_mut(2 * width));
     for (cy, (src_rows, luma_rows)) in row_pairs.enumerate() {
         let (top, bottom) = src_rows.split_at(2 * width);
         let (luma_top, luma_bottom) = luma_rows.split_at_mut(width);
-        let pairs = top
-            .chunks_exact(4)
-            .zip(bottom.chunks_exact(4))
-            .zip(luma_top.chunks_exact_mut(2).zip(luma_bottom.chunks_exact_mut(2)));
+        let pairs = top.chunks_exact(4).zip(bottom.chunks_exact(4)).zip(
+            luma_top
+                .chunks_exact_mut(2)
+                .zip(luma_bottom.chunks_exact_mut(2)),
+        );
         for (cx, ((t, b), (y_top, y_bottom))) in pairs.enumerate() {
             y_top.copy_from_slice(&[t[0], t[2]]);
             y_bottom.copy_from_slice(&[b[0], b[2]]);
@@ -70,7 +76,9 @@ pub(crate) fn yuv420_to_yuyv(
     dst: &mut [u8],
 ) {
     let (luma, chroma_buf) = src.split_at(width * height);
-    let rows = luma.chunks_exact(width).zip(dst.chunks_exact_mut(2 * width));
+    let rows = luma
+        .chunks_exact(width)
+        .zip(dst.chunks_exact_mut(2 * width));
     for (row, (luma_row, out_row)) in rows.enumerate() {
         let pairs = luma_row.chunks_exact(2).zip(out_row.chunks_exact_mut(4));
         for (cx, (y, out)) in pairs.enumerate() {

@@ -25,7 +25,11 @@ pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
         let blocks = top
             .chunks_exact(2 * L::BYTES)
             .zip(bottom.chunks_exact(2 * L::BYTES))
-            .zip(luma_top.chunks_exact_mut(2).zip(luma_bottom.chunks_exact_mut(2)));
+            .zip(
+                luma_top
+                    .chunks_exact_mut(2)
+                    .zip(luma_bottom.chunks_exact_mut(2)),
+            );
         for (cx, ((top_px, bottom_px), (y_top, y_bottom))) in blocks.enumerate() {
             let (r0, g0, b0) = L::read(top_px);
             let (r1, g1, b1) = L::read(&top_px[L::BYTES..]);
@@ -35,7 +39,8 @@ pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
             y_top[1] = k.luma(r1, g1, b1);
             y_bottom[0] = k.luma(r2, g2, b2);
             y_bottom[1] = k.luma(r3, g3, b3);
-            let (u, v) = k.chroma_of_sum(r0 + r1 + r2 + r3, g0 + g1 + g2 + g3, b0 + b1 + b2 + b3, 2);
+            let (u, v) =
+                k.chroma_of_sum(r0 + r1 + r2 + r3, g0 + g1 + g2 + g3, b0 + b1 + b2 + b3, 2);
             let (ui, vi) = chroma.index(cx, cy);
             chroma_buf[ui] = u;
             chroma_buf[vi] = v;

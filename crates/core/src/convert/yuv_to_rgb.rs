@@ -25,7 +25,10 @@ pub(crate) fn yuv420_to_rgb<L: RgbLayout>(
         let blocks = luma_top
             .chunks_exact(2)
             .zip(luma_bottom.chunks_exact(2))
-            .zip(top.chunks_exact_mut(2 * L::BYTES).zip(bottom.chunks_exact_mut(2 * L::BYTES)));
+            .zip(
+                top.chunks_exact_mut(2 * L::BYTES)
+                    .zip(bottom.chunks_exact_mut(2 * L::BYTES)),
+            );
         for (cx, ((y_top, y_bottom), (top_px, bottom_px))) in blocks.enumerate() {
             let (ui, vi) = chroma.index(cx, cy);
             let terms = k.chroma(chroma_buf[ui], chroma_buf[vi]);
