@@ -5,3 +5,4 @@ pub mod audio_features;
 pub mod fixture;
 pub mod schedule;
 pub mod wav2vec2;
+pub mod dit;
