@@ -2,6 +2,7 @@
 //! a `new(cfg, VarBuilder)` and a `forward` that reads like the paper.
 
 pub mod audio_features;
+pub mod checkpoint;
 pub mod fixture;
 pub mod schedule;
 pub mod wav2vec2;
