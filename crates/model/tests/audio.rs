@@ -405,3 +405,34 @@ fn real_checkpoint_layout_matches_manifest() -> anyhow::Result<()> {
     assert_eq!(used.len(), shapes.len() - 3);
     Ok(())
 }
+
+/// Newer transformers save the positional conv's weight norm as
+/// `parametrizations.weight.original0/1`; both spellings load to the same model.
+#[test]
+fn weight_norm_parametrization_names_load_the_same() -> anyhow::Result<()> {
+    let fx = Fixture::load(fixture::fixtures_dir(), "audio")?;
+    let cfg = Wav2Vec2Config::from_json_file(fx.sibling("wav2vec2.config.json"))?;
+    let legacy =
+        candle_core::safetensors::load(fx.sibling("wav2vec2.weights.safetensors"), &Device::Cpu)?;
+    let prefix = "wav2vec2.encoder.pos_conv_embed.conv.";
+    let mut renamed = legacy.clone();
+    for (old, new) in [
+        ("weight_g", "parametrizations.weight.original0"),
+        ("weight_v", "parametrizations.weight.original1"),
+    ] {
+        let t = renamed
+            .remove(&format!("{prefix}{old}"))
+            .expect("fixture has the legacy names");
+        renamed.insert(format!("{prefix}{new}"), t);
+    }
+    let features = fx.tensor("expected.conv_features_interp")?;
+    let run = |tensors| -> anyhow::Result<Tensor> {
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let model = Wav2Vec2Model::from_ctc_checkpoint(&cfg, vb)?;
+        Ok(model.encode(&features)?.hidden_states[0].clone())
+    };
+    let (a, b) = (run(legacy)?, run(renamed)?);
+    assert_eq!(fixture::max_abs_diff(&a, &b)?, 0.0);
+    assert!(fixture::max_abs_diff(&a, &fx.tensor("expected.hidden_states.0")?)? <= ATOL);
+    Ok(())
+}
