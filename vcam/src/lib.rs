@@ -1,5 +1,6 @@
 //! livetalk's virtual camera (API documented once the pump lands).
 
+pub mod compose;
 pub mod error;
 pub mod v4l2;
 
