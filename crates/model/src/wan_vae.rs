@@ -118,7 +118,10 @@ impl WanVaeConfig {
     /// Reads and validates a JSON config (e.g. `fixtures/vae.config.json`).
     pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, VaeError> {
         let path = path.as_ref();
-        let err = |reason: String| VaeError::ConfigFile { path: path.display().to_string(), reason };
+        let err = |reason: String| VaeError::ConfigFile {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let cfg: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         cfg.validate()?;
@@ -135,7 +138,10 @@ impl WanVaeConfig {
             return bad("z_dim", "must be > 0".into());
         }
         if self.dim_mult.len() < 2 || self.dim_mult.contains(&0) {
-            return bad("dim_mult", format!("needs >= 2 non-zero entries, got {:?}", self.dim_mult));
+            return bad(
+                "dim_mult",
+                format!("needs >= 2 non-zero entries, got {:?}", self.dim_mult),
+            );
         }
         if self.temperal_downsample.len() != self.dim_mult.len() - 1 {
             return bad(
@@ -148,12 +154,30 @@ impl WanVaeConfig {
             );
         }
         if self.latents_mean.len() != self.z_dim {
-            return bad("latents_mean", format!("needs {} values, got {}", self.z_dim, self.latents_mean.len()));
+            return bad(
+                "latents_mean",
+                format!(
+                    "needs {} values, got {}",
+                    self.z_dim,
+                    self.latents_mean.len()
+                ),
+            );
         }
         if self.latents_std.len() != self.z_dim {
-            return bad("latents_std", format!("needs {} values, got {}", self.z_dim, self.latents_std.len()));
+            return bad(
+                "latents_std",
+                format!(
+                    "needs {} values, got {}",
+                    self.z_dim,
+                    self.latents_std.len()
+                ),
+            );
         }
-        if self.latents_std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        if self
+            .latents_std
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
             return bad("latents_std", "values must be finite and > 0".into());
         }
         Ok(())
@@ -184,7 +208,10 @@ impl LatentStats {
         let z = cfg.z_dim;
         let mean = Tensor::new(cfg.latents_mean.as_slice(), device)?.reshape((1, 1, z, 1, 1))?;
         let std = Tensor::new(cfg.latents_std.as_slice(), device)?.reshape((1, 1, z, 1, 1))?;
-        Ok(Self { mean: mean.to_dtype(dtype)?, inv_std: std.recip()?.to_dtype(dtype)? })
+        Ok(Self {
+            mean: mean.to_dtype(dtype)?,
+            inv_std: std.recip()?.to_dtype(dtype)?,
+        })
     }
 
     fn normalise(&self, mu: &Tensor) -> Result<Tensor> {
@@ -245,7 +272,10 @@ impl WanVae {
         device: &Device,
     ) -> Result<Self> {
         let path = path.as_ref();
-        let werr = |reason: String| VaeError::Weights { path: path.display().to_string(), reason };
+        let werr = |reason: String| VaeError::Weights {
+            path: path.display().to_string(),
+            reason,
+        };
         // SAFETY: the file is only read; a file modified while mapped is the caller's problem,
         // as with every mmapped checkpoint loader.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
@@ -264,9 +294,12 @@ impl WanVae {
     /// `encode_to_latent`: pixels `[B, 3, F, H, W]` in [-1, 1] with `F = 1 + 4k` ->
     /// normalised latents `[B, 1 + k, z_dim, H/8, W/8]` (the mean of the posterior).
     pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
-        let (_, c, f, h, w) = pixels
-            .dims5()
-            .map_err(|_| VaeError::Input(format!("encode expects [B,3,F,H,W], got {:?}", pixels.dims())))?;
+        let (_, c, f, h, w) = pixels.dims5().map_err(|_| {
+            VaeError::Input(format!(
+                "encode expects [B,3,F,H,W], got {:?}",
+                pixels.dims()
+            ))
+        })?;
         let (tf, sf) = (self.cfg.time_factor(), self.cfg.space_factor());
         if c != 3 || f == 0 || (f - 1) % tf != 0 || h % sf != 0 || w % sf != 0 || h == 0 || w == 0 {
             return Err(VaeError::Input(format!(
@@ -276,14 +309,25 @@ impl WanVae {
             .into());
         }
         // [B, 3, F, H, W] -> frame-major [B, F, 3, H, W]
-        let x = pixels.to_dtype(self.dtype())?.permute((0, 2, 1, 3, 4))?.contiguous()?;
+        let x = pixels
+            .to_dtype(self.dtype())?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?;
         let mut cache = FeatCache::default();
-        let mut chunks = vec![self.encoder.forward(&x.narrow(1, 0, 1)?, &mut cache.cursor())?];
+        let mut chunks = vec![self
+            .encoder
+            .forward(&x.narrow(1, 0, 1)?, &mut cache.cursor())?];
         for start in (1..f).step_by(tf) {
-            chunks.push(self.encoder.forward(&x.narrow(1, start, tf)?, &mut cache.cursor())?);
+            chunks.push(
+                self.encoder
+                    .forward(&x.narrow(1, start, tf)?, &mut cache.cursor())?,
+            );
         }
         let out = Tensor::cat(&chunks, 1)?;
-        let mu = self.conv1.forward(&out, None)?.narrow(2, 0, self.cfg.z_dim)?;
+        let mu = self
+            .conv1
+            .forward(&out, None)?
+            .narrow(2, 0, self.cfg.z_dim)?;
         self.dec.stats.normalise(&mu)
     }
 
@@ -296,7 +340,11 @@ impl WanVae {
     /// A decoder that takes latent frames as they come and returns their video frames at once
     /// (1 for the first latent frame, 4 for each later one).
     pub fn stream_decoder(&self) -> VaeStreamDecoder {
-        VaeStreamDecoder { dec: self.dec.clone(), cache: FeatCache::default(), latents_seen: 0 }
+        VaeStreamDecoder {
+            dec: self.dec.clone(),
+            cache: FeatCache::default(),
+            latents_seen: 0,
+        }
     }
 }
 
@@ -317,14 +365,22 @@ impl VaeStreamDecoder {
         let f = match latents.dims() {
             [_, f, c, h, w] if *c == z && *f > 0 && *h > 0 && *w > 0 => *f,
             d => {
-                return Err(VaeError::Input(format!("decode expects [B,F,{z},h,w], got {d:?}")).into())
+                return Err(
+                    VaeError::Input(format!("decode expects [B,F,{z},h,w], got {d:?}")).into(),
+                )
             }
         };
-        let z = self.dec.stats.unnormalise(&latents.to_dtype(self.dec.dtype)?)?;
+        let z = self
+            .dec
+            .stats
+            .unnormalise(&latents.to_dtype(self.dec.dtype)?)?;
         let x = self.dec.conv2.forward(&z, None)?;
         let mut frames = Vec::with_capacity(f);
         for i in 0..f {
-            let out = self.dec.decoder.forward(&x.narrow(1, i, 1)?, &mut self.cache.cursor())?;
+            let out = self
+                .dec
+                .decoder
+                .forward(&x.narrow(1, i, 1)?, &mut self.cache.cursor())?;
             frames.push(out.clamp(-1f32, 1f32)?);
         }
         self.latents_seen += f;

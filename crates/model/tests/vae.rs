@@ -15,19 +15,31 @@ fn load() -> anyhow::Result<(Fixture, WanVae)> {
 }
 
 fn param(fx: &Fixture, key: &str) -> usize {
-    fx.params[key].as_u64().unwrap_or_else(|| panic!("vae.fixture.json: no `{key}`")) as usize
+    fx.params[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("vae.fixture.json: no `{key}`")) as usize
 }
 
 #[test]
 fn encodes_image_and_video() -> anyhow::Result<()> {
     let (fx, vae) = load()?;
     let image_latent = vae.encode(&fx.tensor("input.image")?)?;
-    let d = fixture::assert_close("image_latent", &image_latent, &fx.tensor("expected.image_latent")?, ATOL)?;
+    let d = fixture::assert_close(
+        "image_latent",
+        &image_latent,
+        &fx.tensor("expected.image_latent")?,
+        ATOL,
+    )?;
     println!("image_latent max abs diff {d:e}");
 
     let video_latent = vae.encode(&fx.tensor("input.video")?)?;
     assert_eq!(video_latent.dim(1)?, param(&fx, "encode_video_latents"));
-    let d = fixture::assert_close("video_latent", &video_latent, &fx.tensor("expected.video_latent")?, ATOL)?;
+    let d = fixture::assert_close(
+        "video_latent",
+        &video_latent,
+        &fx.tensor("expected.video_latent")?,
+        ATOL,
+    )?;
     println!("video_latent max abs diff {d:e}");
     Ok(())
 }
@@ -52,9 +64,16 @@ fn decodes_whole_sequence_and_streamed() -> anyhow::Result<()> {
         frames.push(out);
     }
     let streamed = Tensor::cat(&frames, 1)?;
-    let want_counts = fx.tensor("expected.stream_frames_per_latent")?.to_vec1::<i64>()?;
+    let want_counts = fx
+        .tensor("expected.stream_frames_per_latent")?
+        .to_vec1::<i64>()?;
     assert_eq!(per_latent, want_counts);
-    let d = fixture::assert_close("stream_decode", &streamed, &fx.tensor("expected.stream_decode")?, ATOL)?;
+    let d = fixture::assert_close(
+        "stream_decode",
+        &streamed,
+        &fx.tensor("expected.stream_decode")?,
+        ATOL,
+    )?;
     println!("stream_decode max abs diff {d:e}");
     // Same computation as the whole-sequence decode, so bitwise equal.
     assert_eq!(fixture::max_abs_diff(&streamed, &video)?, 0.0);
@@ -78,14 +97,26 @@ fn reports_missing_tensor_and_bad_config() -> anyhow::Result<()> {
     let dir = fixture::fixtures_dir();
     let cfg = WanVaeConfig::from_file(dir.join("vae.config.json"))?;
     // The DiT weights do not hold a VAE: the error names the file and the missing tensor.
-    let err = WanVae::from_safetensors(&cfg, dir.join("dit.weights.safetensors"), DType::F32, &Device::Cpu)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("dit.weights.safetensors") && err.contains("encoder.conv1.weight"), "{err}");
+    let err = WanVae::from_safetensors(
+        &cfg,
+        dir.join("dit.weights.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("dit.weights.safetensors") && err.contains("encoder.conv1.weight"),
+        "{err}"
+    );
 
     let mut bad = cfg.clone();
     bad.latents_std.pop();
-    assert!(bad.validate().unwrap_err().to_string().contains("latents_std"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("latents_std"));
     Ok(())
 }
 

@@ -27,6 +27,31 @@ impl Stage {
     }
 }
 
+/// Appends `n` residual blocks (`c_in -> c_out`, then `c_out -> c_out`), each followed by an
+/// attention block at the configured resolutions; keys are the running list index.
+fn push_blocks(
+    stages: &mut Vec<Stage>,
+    vb: &VarBuilder,
+    c_in: usize,
+    c_out: usize,
+    n: usize,
+    with_attention: bool,
+) -> Result<()> {
+    let mut c_in = c_in;
+    for _ in 0..n {
+        let block = ResidualBlock::new(c_in, c_out, vb.pp(stages.len()))?;
+        stages.push(Stage::Residual(block));
+        if with_attention {
+            stages.push(Stage::Attention(AttentionBlock::new(
+                c_out,
+                vb.pp(stages.len()),
+            )?));
+        }
+        c_in = c_out;
+    }
+    Ok(())
+}
+
 /// residual -> attention -> residual at the lowest resolution (`middle.{0,1,2}`).
 #[derive(Clone, Debug)]
 struct Middle {
@@ -83,24 +108,26 @@ pub(crate) struct Encoder3d {
 
 impl Encoder3d {
     pub(crate) fn new(cfg: &WanVaeConfig, vb: VarBuilder) -> Result<Self> {
-        let dims: Vec<usize> =
-            std::iter::once(1).chain(cfg.dim_mult.iter().copied()).map(|m| cfg.dim * m).collect();
+        let dims: Vec<usize> = std::iter::once(1)
+            .chain(cfg.dim_mult.iter().copied())
+            .map(|m| cfg.dim * m)
+            .collect();
         let conv1 = CausalConv3d::new(3, dims[0], (3, 3, 3), 1, 1, vb.pp("conv1"))?;
         let vbd = vb.pp("downsamples");
         let mut downsamples = Vec::new();
         let mut scale = 1.0;
         let levels = cfg.dim_mult.len();
         for (i, pair) in dims.windows(2).enumerate() {
-            let (mut c_in, c_out) = (pair[0], pair[1]);
-            for _ in 0..cfg.num_res_blocks {
-                let vb = vbd.pp(downsamples.len());
-                downsamples.push(Stage::Residual(ResidualBlock::new(c_in, c_out, vb)?));
-                if cfg.attn_scales.contains(&scale) {
-                    let vb = vbd.pp(downsamples.len());
-                    downsamples.push(Stage::Attention(AttentionBlock::new(c_out, vb)?));
-                }
-                c_in = c_out;
-            }
+            let with_attention = cfg.attn_scales.contains(&scale);
+            let (c_in, c_out) = (pair[0], pair[1]);
+            push_blocks(
+                &mut downsamples,
+                &vbd,
+                c_in,
+                c_out,
+                cfg.num_res_blocks,
+                with_attention,
+            )?;
             if i != levels - 1 {
                 let mode = if cfg.temperal_downsample[i] {
                     ResampleMode::Downsample3d
@@ -154,16 +181,16 @@ impl Decoder3d {
         let mut scale = 1.0 / 2f64.powi(levels as i32 - 2);
         for (i, pair) in dims.windows(2).enumerate() {
             // Every up-sampling conv halves the width, so later levels start at half.
-            let (mut c_in, c_out) = (if i == 0 { pair[0] } else { pair[0] / 2 }, pair[1]);
-            for _ in 0..cfg.num_res_blocks + 1 {
-                let vb = vbu.pp(upsamples.len());
-                upsamples.push(Stage::Residual(ResidualBlock::new(c_in, c_out, vb)?));
-                if cfg.attn_scales.contains(&scale) {
-                    let vb = vbu.pp(upsamples.len());
-                    upsamples.push(Stage::Attention(AttentionBlock::new(c_out, vb)?));
-                }
-                c_in = c_out;
-            }
+            let (c_in, c_out) = (if i == 0 { pair[0] } else { pair[0] / 2 }, pair[1]);
+            let with_attention = cfg.attn_scales.contains(&scale);
+            push_blocks(
+                &mut upsamples,
+                &vbu,
+                c_in,
+                c_out,
+                cfg.num_res_blocks + 1,
+                with_attention,
+            )?;
             if i != levels - 1 {
                 // The decoder mirrors the encoder: its time upsampling list is reversed.
                 let mode = if cfg.temperal_downsample[levels - 2 - i] {
@@ -176,7 +203,12 @@ impl Decoder3d {
                 scale *= 2.0;
             }
         }
-        Ok(Self { conv1, middle, upsamples, head: Head::new(dims[levels], 3, vb.pp("head"))? })
+        Ok(Self {
+            conv1,
+            middle,
+            upsamples,
+            head: Head::new(dims[levels], 3, vb.pp("head"))?,
+        })
     }
 
     pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {

@@ -34,7 +34,10 @@ pub(crate) struct FeatCache {
 
 impl FeatCache {
     pub(crate) fn cursor(&mut self) -> CacheCursor<'_> {
-        CacheCursor { slots: &mut self.slots, next: 0 }
+        CacheCursor {
+            slots: &mut self.slots,
+            next: 0,
+        }
     }
 }
 
@@ -96,7 +99,13 @@ impl CausalConv3d {
         let taps = (0..kt)
             .map(|k| weight.narrow(2, k, 1)?.squeeze(2)?.contiguous())
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { taps, bias, stride_t, pad_t: 2 * padding_t, pad_hw: kh / 2 })
+        Ok(Self {
+            taps,
+            bias,
+            stride_t,
+            pad_t: 2 * padding_t,
+            pad_hw: kh / 2,
+        })
     }
 
     /// `x`: `[B, T, C, H, W]`; `cache`: frames of the previous chunk to use instead of zero
@@ -135,7 +144,9 @@ impl CausalConv3d {
                 Some(acc) => (acc + y)?,
             });
         }
-        let y = out.expect("a conv has at least one tap").broadcast_add(&self.bias)?;
+        let y = out
+            .expect("a conv has at least one tap")
+            .broadcast_add(&self.bias)?;
         let (_, o, ho, wo) = y.dims4()?;
         y.reshape((b, t_out, o, ho, wo))
     }
@@ -178,14 +189,20 @@ impl FrameConv2d {
     ) -> Result<Self> {
         let weight = vb.get((c_out, c_in, k, k), "weight")?;
         let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?;
-        Ok(Self { weight, bias, padding, stride })
+        Ok(Self {
+            weight,
+            bias,
+            padding,
+            stride,
+        })
     }
 }
 
 impl Module for FrameConv2d {
     /// `x`: `[N, C, H, W]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
+        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -216,7 +233,9 @@ impl Module for RmsNorm {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let norm = x.sqr()?.sum_keepdim(2)?.sqrt()?.maximum(1e-12)?;
-        x.broadcast_div(&norm)?.broadcast_mul(&self.scaled_gamma)?.to_dtype(dtype)
+        x.broadcast_div(&norm)?
+            .broadcast_mul(&self.scaled_gamma)?
+            .to_dtype(dtype)
     }
 }
 
@@ -240,7 +259,14 @@ impl ResidualBlock {
             norm2: RmsNorm::new(c_out, 4, r.pp(3))?,
             conv2: CausalConv3d::new(c_out, c_out, (3, 3, 3), 1, 1, r.pp(6))?,
             shortcut: if c_in != c_out {
-                Some(CausalConv3d::new(c_in, c_out, (1, 1, 1), 1, 0, vb.pp("shortcut"))?)
+                Some(CausalConv3d::new(
+                    c_in,
+                    c_out,
+                    (1, 1, 1),
+                    1,
+                    0,
+                    vb.pp("shortcut"),
+                )?)
             } else {
                 None
             },
@@ -285,14 +311,21 @@ impl Module for AttentionBlock {
         let dtype = x.dtype();
         let xn = self.norm.forward(x)?.reshape((b * t, c, h, w))?;
         // [BT, 3C, HW] -> [BT, HW, 3C]: q, k, v are consecutive channel blocks.
-        let qkv = self.to_qkv.forward(&xn)?.reshape((b * t, 3 * c, h * w))?.transpose(1, 2)?;
+        let qkv = self
+            .to_qkv
+            .forward(&xn)?
+            .reshape((b * t, 3 * c, h * w))?
+            .transpose(1, 2)?;
         let qkv = qkv.to_dtype(DType::F32)?;
         let q = qkv.narrow(D::Minus1, 0, c)?.contiguous()?;
         let k = qkv.narrow(D::Minus1, c, c)?.contiguous()?;
         let v = qkv.narrow(D::Minus1, 2 * c, c)?.contiguous()?;
         let scores = (q.matmul(&k.t()?)? / (c as f64).sqrt())?;
         let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-        let attn = attn.to_dtype(dtype)?.transpose(1, 2)?.reshape((b * t, c, h, w))?;
+        let attn = attn
+            .to_dtype(dtype)?
+            .transpose(1, 2)?
+            .reshape((b * t, c, h, w))?;
         let out = self.proj.forward(&attn)?.reshape((b, t, c, h, w))?;
         out + x
     }
@@ -325,13 +358,29 @@ impl Resample {
         };
         let time_conv = match mode {
             // One frame in, two out: the 2C output channels are the two frames.
-            Upsample3d => Some(CausalConv3d::new(c, 2 * c, (3, 1, 1), 1, 1, vb.pp("time_conv"))?),
-            Downsample3d => {
-                Some(CausalConv3d::new(c, c, (3, 1, 1), 2, 0, vb.pp("time_conv"))?)
-            }
+            Upsample3d => Some(CausalConv3d::new(
+                c,
+                2 * c,
+                (3, 1, 1),
+                1,
+                1,
+                vb.pp("time_conv"),
+            )?),
+            Downsample3d => Some(CausalConv3d::new(
+                c,
+                c,
+                (3, 1, 1),
+                2,
+                0,
+                vb.pp("time_conv"),
+            )?),
             _ => None,
         };
-        Ok(Self { mode, conv, time_conv })
+        Ok(Self {
+            mode,
+            conv,
+            time_conv,
+        })
     }
 
     pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
@@ -342,9 +391,9 @@ impl Resample {
         let (b, t, c, h, w) = x.dims5()?;
         let frames = x.reshape((b * t, c, h, w))?;
         let y = match self.mode {
-            ResampleMode::Upsample2d | ResampleMode::Upsample3d => {
-                self.conv.forward(&frames.upsample_nearest2d(2 * h, 2 * w)?)?
-            }
+            ResampleMode::Upsample2d | ResampleMode::Upsample3d => self
+                .conv
+                .forward(&frames.upsample_nearest2d(2 * h, 2 * w)?)?,
             // ZeroPad2d((0, 1, 0, 1)): one extra row/column at the bottom/right only.
             _ => {
                 let padded = frames.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
