@@ -6,4 +6,6 @@ pub mod checkpoint;
 pub mod fixture;
 pub mod schedule;
 pub mod wav2vec2;
+pub mod wan_vae;
 pub mod dit;
+pub mod taehv;

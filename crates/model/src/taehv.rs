@@ -16,6 +16,8 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
+use crate::checkpoint::Checkpoint;
+
 /// Bad TAEHV configuration, weights or input.
 #[derive(Debug, thiserror::Error)]
 pub enum TaehvError {
@@ -23,8 +25,6 @@ pub enum TaehvError {
     ConfigFile { path: String, reason: String },
     #[error("TAEHV config field `{field}`: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
-    #[error("TAEHV weights {path}: {reason}")]
-    Weights { path: String, reason: String },
     #[error("TAEHV tensor `{name}`: {reason}")]
     Tensor { name: String, reason: String },
     #[error("TAEHV input: {0}")]
@@ -329,23 +329,16 @@ impl TaehvDecoder {
         })
     }
 
-    /// Loads a `.safetensors` file with the `taew2_1` key names.
-    pub fn from_safetensors(
+    /// Loads a checkpoint file (`.pth` like the published `taew2_1.pth`, or `.safetensors` with
+    /// the same key names); errors name the file and the tensor.
+    pub fn load(
         cfg: &TaehvConfig,
         path: impl AsRef<Path>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let werr = |reason: String| TaehvError::Weights {
-            path: path.display().to_string(),
-            reason,
-        };
-        // SAFETY: the file is only read; a file modified while mapped is the caller's problem,
-        // as with every mmapped checkpoint loader.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-            .map_err(|e| werr(e.to_string()))?;
-        Self::new(cfg, vb).map_err(|e| werr(e.to_string()).into())
+        let checkpoint = Checkpoint::open(path).map_err(candle_core::Error::wrap)?;
+        Self::new(cfg, checkpoint.var_builder(dtype, device))
     }
 
     pub fn config(&self) -> &TaehvConfig {

@@ -19,6 +19,8 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use crate::checkpoint::Checkpoint;
+
 use coder::{Decoder3d, Encoder3d};
 use layers::{CausalConv3d, FeatCache};
 
@@ -29,8 +31,6 @@ pub enum VaeError {
     ConfigFile { path: String, reason: String },
     #[error("Wan VAE config field `{field}`: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
-    #[error("Wan VAE weights {path}: {reason}")]
-    Weights { path: String, reason: String },
     #[error("Wan VAE input: {0}")]
     Input(String),
 }
@@ -264,23 +264,16 @@ impl WanVae {
         })
     }
 
-    /// Loads a `.safetensors` file with the checkpoint's key names.
-    pub fn from_safetensors(
+    /// Loads a checkpoint file (`.pth` like the published `Wan2.1_VAE.pth`, or `.safetensors` with
+    /// the same key names); errors name the file and the tensor.
+    pub fn load(
         cfg: &WanVaeConfig,
         path: impl AsRef<Path>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let werr = |reason: String| VaeError::Weights {
-            path: path.display().to_string(),
-            reason,
-        };
-        // SAFETY: the file is only read; a file modified while mapped is the caller's problem,
-        // as with every mmapped checkpoint loader.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-            .map_err(|e| werr(e.to_string()))?;
-        Self::new(cfg, vb).map_err(|e| werr(e.to_string()).into())
+        let checkpoint = Checkpoint::open(path).map_err(candle_core::Error::wrap)?;
+        Self::new(cfg, checkpoint.var_builder(dtype, device))
     }
 
     pub fn config(&self) -> &WanVaeConfig {

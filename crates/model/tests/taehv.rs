@@ -13,7 +13,7 @@ fn load() -> anyhow::Result<(Fixture, TaehvConfig, TaehvDecoder)> {
     let fx = Fixture::load(fixture::fixtures_dir(), "taehv")?;
     let file = |key: &str| fx.sibling(fx.params[key].as_str().expect("fixture names its files"));
     let cfg = TaehvConfig::from_file(file("model_config"))?;
-    let dec = TaehvDecoder::from_safetensors(&cfg, file("model"), DType::F32, &Device::Cpu)?;
+    let dec = TaehvDecoder::load(&cfg, file("model"), DType::F32, &Device::Cpu)?;
     Ok((fx, cfg, dec))
 }
 
@@ -139,8 +139,7 @@ fn half_decode_stays_close(dtype: DType, device: &Device) -> anyhow::Result<()> 
     let fx = Fixture::load(fixture::fixtures_dir(), "taehv")?;
     let dir = fixture::fixtures_dir();
     let cfg = TaehvConfig::from_file(dir.join("taehv.config.json"))?;
-    let dec =
-        TaehvDecoder::from_safetensors(&cfg, dir.join("taehv.weights.safetensors"), dtype, device)?;
+    let dec = TaehvDecoder::load(&cfg, dir.join("taehv.weights.safetensors"), dtype, device)?;
     let frames = dec.decode(&fx.tensor("input.latents")?.to_device(device)?)?;
     assert_eq!(frames.dtype(), dtype);
     let d = fixture::max_abs_diff(&frames, &fx.tensor("expected.decode_parallel")?)?;

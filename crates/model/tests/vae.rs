@@ -10,7 +10,7 @@ fn load() -> anyhow::Result<(Fixture, WanVae)> {
     let fx = Fixture::load(fixture::fixtures_dir(), "vae")?;
     let file = |key: &str| fx.sibling(fx.params[key].as_str().expect("fixture names its files"));
     let cfg = WanVaeConfig::from_file(file("model_config"))?;
-    let vae = WanVae::from_safetensors(&cfg, file("model"), DType::F32, &Device::Cpu)?;
+    let vae = WanVae::load(&cfg, file("model"), DType::F32, &Device::Cpu)?;
     Ok((fx, vae))
 }
 
@@ -97,7 +97,7 @@ fn reports_missing_tensor_and_bad_config() -> anyhow::Result<()> {
     let dir = fixture::fixtures_dir();
     let cfg = WanVaeConfig::from_file(dir.join("vae.config.json"))?;
     // The DiT weights do not hold a VAE: the error names the file and the missing tensor.
-    let err = WanVae::from_safetensors(
+    let err = WanVae::load(
         &cfg,
         dir.join("dit.weights.safetensors"),
         DType::F32,
@@ -126,7 +126,7 @@ fn half_decode_stays_close(dtype: DType, device: &Device) -> anyhow::Result<()> 
     let fx = Fixture::load(fixture::fixtures_dir(), "vae")?;
     let dir = fixture::fixtures_dir();
     let cfg = WanVaeConfig::from_file(dir.join("vae.config.json"))?;
-    let vae = WanVae::from_safetensors(&cfg, dir.join("vae.weights.safetensors"), dtype, device)?;
+    let vae = WanVae::load(&cfg, dir.join("vae.weights.safetensors"), dtype, device)?;
     let video = vae.decode(&fx.tensor("input.latents")?.to_device(device)?)?;
     assert_eq!(video.dtype(), dtype);
     let d = fixture::max_abs_diff(&video, &fx.tensor("expected.decode")?)?;
