@@ -1,1 +1,3 @@
 //! Engines behind one interface.
+
+pub mod generator;

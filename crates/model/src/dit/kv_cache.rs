@@ -65,6 +65,15 @@ pub struct CachePlan {
     pub global_end: usize,
 }
 
+/// A contiguous copy that does not share `t`'s storage (slice_set refuses overlapping sources).
+fn detached(t: &Tensor) -> Result<Tensor> {
+    if t.is_contiguous() {
+        t.copy()
+    } else {
+        t.contiguous()
+    }
+}
+
 /// One layer's buffers `[B, num_heads, capacity, head_dim]`.
 #[derive(Debug, Clone)]
 pub struct LayerKv {
@@ -77,8 +86,8 @@ impl LayerKv {
     pub fn write(&mut self, plan: &CachePlan, k_new: &Tensor, v_new: &Tensor) -> Result<()> {
         if let Some((src, dst, len)) = plan.shift {
             if len > 0 {
-                let ks = self.k.narrow(2, src, len)?.copy()?;
-                let vs = self.v.narrow(2, src, len)?.copy()?;
+                let ks = detached(&self.k.narrow(2, src, len)?)?;
+                let vs = detached(&self.v.narrow(2, src, len)?)?;
                 self.k.slice_set(&ks, 2, dst)?;
                 self.v.slice_set(&vs, 2, dst)?;
             }
