@@ -62,15 +62,27 @@ pub use registry::{sha256_file, verify, FileReport, ModelEntry, ModelFile, Verif
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{}: {source}", file.display())]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: not a valid safetensors file: {reason}", file.display())]
     Safetensors { file: PathBuf, reason: String },
     #[error("{}: not a valid PyTorch checkpoint: {reason}", file.display())]
     Pth { file: PathBuf, reason: String },
     #[error("{}: tensor '{tensor}': {reason}", file.display())]
-    Tensor { file: PathBuf, tensor: String, reason: String },
+    Tensor {
+        file: PathBuf,
+        tensor: String,
+        reason: String,
+    },
     #[error("{}: {problem} (checked against {}){}", file.display(), manifest.display(), more_problems(*more))]
-    Mismatch { file: PathBuf, manifest: PathBuf, problem: Problem, more: usize },
+    Mismatch {
+        file: PathBuf,
+        manifest: PathBuf,
+        problem: Problem,
+        more: usize,
+    },
     #[error("{}: {reason}", file.display())]
     Manifest { file: PathBuf, reason: String },
     #[error("{}: {reason}", file.display())]
@@ -89,10 +101,17 @@ fn more_problems(more: usize) -> String {
 
 impl CheckpointError {
     pub(crate) fn io(file: &Path, source: std::io::Error) -> Self {
-        Self::Io { file: file.to_path_buf(), source }
+        Self::Io {
+            file: file.to_path_buf(),
+            source,
+        }
     }
     pub(crate) fn tensor(file: &Path, tensor: &str, reason: impl Into<String>) -> Self {
-        Self::Tensor { file: file.to_path_buf(), tensor: tensor.to_string(), reason: reason.into() }
+        Self::Tensor {
+            file: file.to_path_buf(),
+            tensor: tensor.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -197,7 +216,12 @@ impl Checkpoint {
             Format::Safetensors => safetensors_file::read_records(path, &map)?,
             Format::Pth => pth::read_records(path, &map)?,
         };
-        Ok(Self { path: path.to_path_buf(), format, map: Arc::new(map), tensors: Arc::new(tensors) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            format,
+            map: Arc::new(map),
+            tensors: Arc::new(tensors),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -241,16 +265,27 @@ impl Checkpoint {
     }
 
     /// Reads one tensor, converted to `dtype`, on `device`.
-    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, CheckpointError> {
-        let record = self.tensors.get(name).ok_or_else(|| {
-            CheckpointError::tensor(&self.path, name, "not in this checkpoint")
-        })?;
+    pub fn load(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor, CheckpointError> {
+        let record = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| CheckpointError::tensor(&self.path, name, "not in this checkpoint"))?;
         let bytes = &self.map[record.bytes.clone()];
         let fail = |e: candle_core::Error| CheckpointError::tensor(&self.path, name, e.to_string());
         // Convert on the CPU before moving: a bf16 copy is half the transfer of an f32 one.
-        let tensor = Tensor::from_raw_buffer(bytes, record.header.dtype, &record.header.shape, &Device::Cpu)
-            .and_then(|t| t.to_dtype(dtype))
-            .map_err(fail)?;
+        let tensor = Tensor::from_raw_buffer(
+            bytes,
+            record.header.dtype,
+            &record.header.shape,
+            &Device::Cpu,
+        )
+        .and_then(|t| t.to_dtype(dtype))
+        .map_err(fail)?;
         tensor.to_device(device).map_err(fail)
     }
 
@@ -266,7 +301,10 @@ impl Checkpoint {
 }
 
 fn detect_format(path: &Path, bytes: &[u8]) -> Format {
-    let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match extension.as_deref() {
         Some("safetensors") => Format::Safetensors,
         Some("pth" | "pt" | "bin" | "ckpt") => Format::Pth,

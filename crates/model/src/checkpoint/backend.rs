@@ -15,19 +15,43 @@ fn to_candle(error: CheckpointError) -> candle_core::Error {
 }
 
 impl SimpleBackend for CheckpointBackend {
-    fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         let checkpoint = &self.0;
         let header = checkpoint.header(name).ok_or_else(|| {
-            to_candle(CheckpointError::tensor(checkpoint.path(), name, "missing (the model asked for it)"))
+            to_candle(CheckpointError::tensor(
+                checkpoint.path(),
+                name,
+                "missing (the model asked for it)",
+            ))
         })?;
         if header.shape != shape.dims() {
-            let reason = format!("has shape {:?}, the model expects {:?}", header.shape, shape.dims());
-            return Err(to_candle(CheckpointError::tensor(checkpoint.path(), name, reason)));
+            let reason = format!(
+                "has shape {:?}, the model expects {:?}",
+                header.shape,
+                shape.dims()
+            );
+            return Err(to_candle(CheckpointError::tensor(
+                checkpoint.path(),
+                name,
+                reason,
+            )));
         }
         checkpoint.load(name, dtype, device).map_err(to_candle)
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.0.load(name, dtype, device).map_err(to_candle)
     }
 
@@ -36,6 +60,14 @@ impl SimpleBackend for CheckpointBackend {
     }
 }
 
-pub(crate) fn var_builder(checkpoint: Checkpoint, dtype: DType, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(Box::new(CheckpointBackend(checkpoint)), dtype, device.clone())
+pub(crate) fn var_builder(
+    checkpoint: Checkpoint,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    VarBuilder::from_backend(
+        Box::new(CheckpointBackend(checkpoint)),
+        dtype,
+        device.clone(),
+    )
 }

@@ -51,7 +51,10 @@ impl DimMap {
         let mut map = Self::new();
         for field in fields {
             let value = |config: &serde_json::Value| {
-                config.get(field).and_then(serde_json::Value::as_u64).map(|v| v as usize)
+                config
+                    .get(field)
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|v| v as usize)
             };
             match (value(real), value(small)) {
                 (Some(r), Some(s)) => map = map.with(r, s)?,
@@ -69,11 +72,27 @@ impl DimMap {
 /// One thing wrong with a checkpoint, relative to what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    Missing { tensor: String },
-    Unexpected { tensor: String },
-    Rank { tensor: String, expected: Vec<usize>, found: Vec<usize> },
-    Shape { tensor: String, expected: Vec<usize>, found: Vec<usize> },
-    Dtype { tensor: String, expected: DType, found: DType },
+    Missing {
+        tensor: String,
+    },
+    Unexpected {
+        tensor: String,
+    },
+    Rank {
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    Shape {
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    Dtype {
+        tensor: String,
+        expected: DType,
+        found: DType,
+    },
 }
 
 impl Problem {
@@ -93,16 +112,31 @@ impl fmt::Display for Problem {
         match self {
             Problem::Missing { tensor } => write!(f, "tensor '{tensor}' is missing"),
             Problem::Unexpected { tensor } => write!(f, "unexpected tensor '{tensor}'"),
-            Problem::Rank { tensor, expected, found } => write!(
+            Problem::Rank {
+                tensor,
+                expected,
+                found,
+            } => write!(
                 f,
                 "tensor '{tensor}' has {} dimensions {found:?}, expected {} like {expected:?}",
                 found.len(),
                 expected.len()
             ),
-            Problem::Shape { tensor, expected, found } => {
-                write!(f, "tensor '{tensor}' has shape {found:?}, expected {expected:?}")
+            Problem::Shape {
+                tensor,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "tensor '{tensor}' has shape {found:?}, expected {expected:?}"
+                )
             }
-            Problem::Dtype { tensor, expected, found } => write!(
+            Problem::Dtype {
+                tensor,
+                expected,
+                found,
+            } => write!(
                 f,
                 "tensor '{tensor}' has dtype {}, expected {}",
                 dtype_name(*found),
@@ -144,16 +178,18 @@ impl Expected {
     /// Keeps the layer-indexed keys `<family>N.…` only for `N < count` (a model with fewer
     /// layers than the real one).
     pub fn limit_layers(mut self, family: &str, count: usize) -> Self {
-        self.tensors.retain(|name, _| match layer_index(name, family) {
-            Some(index) => index < count,
-            None => true,
-        });
+        self.tensors
+            .retain(|name, _| match layer_index(name, family) {
+                Some(index) => index < count,
+                None => true,
+            });
         self
     }
 
     /// Keeps only the keys starting with one of `prefixes` (a file holding part of the model).
     pub fn only_prefixes(mut self, prefixes: &[&str]) -> Self {
-        self.tensors.retain(|name, _| prefixes.iter().any(|p| name.starts_with(p)));
+        self.tensors
+            .retain(|name, _| prefixes.iter().any(|p| name.starts_with(p)));
         self
     }
 
@@ -168,7 +204,8 @@ impl Expected {
     }
 
     pub fn allow_larger_dim0<S: AsRef<str>>(mut self, keys: &[S]) -> Self {
-        self.dim0_may_grow.extend(keys.iter().map(|k| k.as_ref().to_string()));
+        self.dim0_may_grow
+            .extend(keys.iter().map(|k| k.as_ref().to_string()));
         self
     }
 
@@ -204,8 +241,12 @@ impl Expected {
         names
             .into_iter()
             .filter_map(|name| match (self.tensors.get(name), found.get(name)) {
-                (Some(_), None) => Some(Problem::Missing { tensor: name.to_string() }),
-                (None, Some(_)) => Some(Problem::Unexpected { tensor: name.to_string() }),
+                (Some(_), None) => Some(Problem::Missing {
+                    tensor: name.to_string(),
+                }),
+                (None, Some(_)) => Some(Problem::Unexpected {
+                    tensor: name.to_string(),
+                }),
                 (Some((shape, dtype)), Some(header)) => self.compare(name, shape, *dtype, header),
                 (None, None) => None,
             })
@@ -221,17 +262,31 @@ impl Expected {
     ) -> Option<Problem> {
         let tensor = name.to_string();
         if header.shape.len() != manifest_shape.len() {
-            let expected = self.expected_shape(name).unwrap_or_else(|| manifest_shape.to_vec());
-            return Some(Problem::Rank { tensor, expected, found: header.shape.clone() });
+            let expected = self
+                .expected_shape(name)
+                .unwrap_or_else(|| manifest_shape.to_vec());
+            return Some(Problem::Rank {
+                tensor,
+                expected,
+                found: header.shape.clone(),
+            });
         }
         if let Some(expected) = self.expected_shape(name) {
             if !self.shape_fits(name, &expected, &header.shape) {
-                return Some(Problem::Shape { tensor, expected, found: header.shape.clone() });
+                return Some(Problem::Shape {
+                    tensor,
+                    expected,
+                    found: header.shape.clone(),
+                });
             }
         }
         match dtype {
             Some(expected) if self.check_dtypes && expected != header.dtype => {
-                Some(Problem::Dtype { tensor, expected, found: header.dtype })
+                Some(Problem::Dtype {
+                    tensor,
+                    expected,
+                    found: header.dtype,
+                })
             }
             _ => None,
         }
@@ -289,7 +344,11 @@ mod tests {
 
     #[test]
     fn dim_map_refuses_ambiguous_sizes() {
-        let map = DimMap::new().with(1536, 64).unwrap().with(4096, 32).unwrap();
+        let map = DimMap::new()
+            .with(1536, 64)
+            .unwrap()
+            .with(4096, 32)
+            .unwrap();
         assert_eq!(map.apply(&[1536, 4096, 3]), vec![64, 32, 3]);
         assert!(map.with(1536, 65).unwrap_err().contains("1536"));
     }

@@ -43,7 +43,8 @@ impl Manifest {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| CheckpointError::io(path, e))?;
-        let mut manifest: Manifest = serde_json::from_str(&text).map_err(|e| manifest_error(path, format!("invalid manifest JSON: {e}")))?;
+        let mut manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| manifest_error(path, format!("invalid manifest JSON: {e}")))?;
         manifest.path = path.to_path_buf();
         manifest.check_consistency()?;
         Ok(manifest)
@@ -52,11 +53,22 @@ impl Manifest {
     fn check_consistency(&self) -> Result<(), CheckpointError> {
         let fail = |reason: String| Err(manifest_error(&self.path, reason));
         if self.tensors.len() != self.num_tensors {
-            return fail(format!("lists {} tensors but num_tensors is {}", self.tensors.len(), self.num_tensors));
+            return fail(format!(
+                "lists {} tensors but num_tensors is {}",
+                self.tensors.len(),
+                self.num_tensors
+            ));
         }
-        let params: u64 = self.tensors.values().map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>()).sum();
+        let params: u64 = self
+            .tensors
+            .values()
+            .map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum();
         if params != self.num_params {
-            return fail(format!("tensors add up to {params} parameters but num_params is {}", self.num_params));
+            return fail(format!(
+                "tensors add up to {params} parameters but num_params is {}",
+                self.num_params
+            ));
         }
         for (name, tensor) in &self.tensors {
             if let Some(dtype) = &tensor.dtype {
@@ -65,26 +77,44 @@ impl Manifest {
                 }
             }
         }
-        let computed = keys_md5(self.tensors.iter().map(|(k, t)| (k.as_str(), t.shape.as_slice())));
+        let computed = keys_md5(
+            self.tensors
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.shape.as_slice())),
+        );
         if computed != self.keys_md5 {
-            return fail(format!("keys_md5 is {} but the keys hash to {computed}", self.keys_md5));
+            return fail(format!(
+                "keys_md5 is {} but the keys hash to {computed}",
+                self.keys_md5
+            ));
         }
         Ok(())
     }
 
     /// The manifest's dtype for `name`, if it gives one.
     pub fn dtype(&self, name: &str) -> Option<DType> {
-        self.tensors.get(name)?.dtype.as_deref().and_then(parse_dtype)
+        self.tensors
+            .get(name)?
+            .dtype
+            .as_deref()
+            .and_then(parse_dtype)
     }
 
     /// A config value of the real model, e.g. `config_usize("num_layers")`.
     pub fn config_usize(&self, field: &str) -> Option<usize> {
-        self.config.as_ref()?.get(field)?.as_u64().map(|v| v as usize)
+        self.config
+            .as_ref()?
+            .get(field)?
+            .as_u64()
+            .map(|v| v as usize)
     }
 }
 
 fn manifest_error(path: &Path, reason: String) -> CheckpointError {
-    CheckpointError::Manifest { file: path.to_path_buf(), reason }
+    CheckpointError::Manifest {
+        file: path.to_path_buf(),
+        reason,
+    }
 }
 
 /// The DiffSynth/LiveTalk `hash_state_dict_keys` recipe: md5 of the comma-joined, sorted list

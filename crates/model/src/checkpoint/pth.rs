@@ -34,7 +34,10 @@ struct TensorRef {
 }
 
 fn pth_error(path: &Path, reason: impl Into<String>) -> CheckpointError {
-    CheckpointError::Pth { file: path.to_path_buf(), reason: reason.into() }
+    CheckpointError::Pth {
+        file: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 pub(crate) fn read_records(
@@ -43,11 +46,16 @@ pub(crate) fn read_records(
 ) -> Result<BTreeMap<String, TensorRecord>, CheckpointError> {
     let mut archive = ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| pth_error(path, format!("not a zip archive ({e})")))?;
-    let pickle_name = find_pickle(&archive).ok_or_else(|| pth_error(path, "no data.pkl in the archive"))?;
-    let dir = pickle_name.strip_suffix("data.pkl").unwrap_or_default().to_string();
+    let pickle_name =
+        find_pickle(&archive).ok_or_else(|| pth_error(path, "no data.pkl in the archive"))?;
+    let dir = pickle_name
+        .strip_suffix("data.pkl")
+        .unwrap_or_default()
+        .to_string();
     let pickle = read_entry(&mut archive, &pickle_name)
         .map_err(|reason| pth_error(path, format!("{pickle_name}: {reason}")))?;
-    let state_dict = unpickle(&pickle).map_err(|reason| pth_error(path, format!("{pickle_name}: {reason}")))?;
+    let state_dict =
+        unpickle(&pickle).map_err(|reason| pth_error(path, format!("{pickle_name}: {reason}")))?;
 
     let mut records = BTreeMap::new();
     for (key, value) in state_dict {
@@ -59,7 +67,10 @@ pub(crate) fn read_records(
         };
         let bytes = storage_range(&mut archive, &dir, &tensor, bytes.len())
             .map_err(|reason| CheckpointError::tensor(path, &name, reason))?;
-        let header = TensorHeader { shape: tensor.shape, dtype: tensor.storage_dtype };
+        let header = TensorHeader {
+            shape: tensor.shape,
+            dtype: tensor.storage_dtype,
+        };
         records.insert(name, TensorRecord { header, bytes });
     }
     Ok(records)
@@ -76,17 +87,25 @@ fn find_pickle<R: Read + std::io::Seek>(archive: &ZipArchive<R>) -> Option<Strin
 fn read_entry(archive: &mut ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, String> {
     let entry = archive.by_name(name).map_err(|e| e.to_string())?;
     if entry.size() > MAX_PICKLE_BYTES {
-        return Err(format!("{} bytes, too large for a state dict pickle", entry.size()));
+        return Err(format!(
+            "{} bytes, too large for a state dict pickle",
+            entry.size()
+        ));
     }
     let mut data = Vec::with_capacity(entry.size() as usize);
-    entry.take(MAX_PICKLE_BYTES).read_to_end(&mut data).map_err(|e| e.to_string())?;
+    entry
+        .take(MAX_PICKLE_BYTES)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
     Ok(data)
 }
 
 /// Runs the pickle and returns the state dict's `(key, value)` pairs.
 fn unpickle(pickle: &[u8]) -> Result<Vec<(Object, Object)>, String> {
     let mut stack = Stack::empty();
-    stack.read_loop(&mut Cursor::new(pickle)).map_err(|e| format!("bad pickle: {e}"))?;
+    stack
+        .read_loop(&mut Cursor::new(pickle))
+        .map_err(|e| format!("bad pickle: {e}"))?;
     let object = stack.finalize().map_err(|e| format!("bad pickle: {e}"))?;
     match object {
         Object::Dict(entries) => Ok(entries),
@@ -96,7 +115,10 @@ fn unpickle(pickle: &[u8]) -> Result<Vec<(Object, Object)>, String> {
 
 fn describe(object: &Object) -> String {
     match object {
-        Object::Class { module_name, class_name } => format!("{module_name}.{class_name}"),
+        Object::Class {
+            module_name,
+            class_name,
+        } => format!("{module_name}.{class_name}"),
         Object::Reduce { callable, .. } | Object::Build { callable, .. } => {
             format!("an object built by {}", describe(callable))
         }
@@ -109,8 +131,16 @@ fn describe(object: &Object) -> String {
 
 /// Recognises the pickled forms of a tensor; `Ok(None)` for values that are not tensors.
 fn tensor_ref(value: Object) -> Result<Option<TensorRef>, String> {
-    let Object::Reduce { callable, args } = value else { return Ok(None) };
-    let Object::Class { module_name, class_name } = *callable else { return Ok(None) };
+    let Object::Reduce { callable, args } = value else {
+        return Ok(None);
+    };
+    let Object::Class {
+        module_name,
+        class_name,
+    } = *callable
+    else {
+        return Ok(None);
+    };
     let args = match *args {
         Object::Tuple(args) => args,
         other => return Err(format!("{class_name} called with {}", describe(&other))),
@@ -126,25 +156,32 @@ fn tensor_ref(value: Object) -> Result<Option<TensorRef>, String> {
         ("torch._tensor", "_rebuild_from_type_v2") => {
             let mut args = args.into_iter();
             match (args.next(), args.next(), args.next()) {
-                (Some(func), Some(_), Some(func_args)) => {
-                    tensor_ref(Object::Reduce { callable: Box::new(func), args: Box::new(func_args) })
-                }
+                (Some(func), Some(_), Some(func_args)) => tensor_ref(Object::Reduce {
+                    callable: Box::new(func),
+                    args: Box::new(func_args),
+                }),
                 _ => Err("_rebuild_from_type_v2 with too few arguments".into()),
             }
         }
-        (module, class) if module.starts_with("torch") => {
-            Err(format!("unsupported tensor kind {module}.{class} (quantized or sparse?)"))
-        }
+        (module, class) if module.starts_with("torch") => Err(format!(
+            "unsupported tensor kind {module}.{class} (quantized or sparse?)"
+        )),
         _ => Ok(None),
     }
 }
 
 fn rebuild_tensor_args(args: Vec<Object>) -> Result<TensorRef, String> {
     let [storage, offset, size, stride, ..] = args.as_slice() else {
-        return Err(format!("_rebuild_tensor_v2 with {} arguments, expected at least 4", args.len()));
+        return Err(format!(
+            "_rebuild_tensor_v2 with {} arguments, expected at least 4",
+            args.len()
+        ));
     };
     let Object::PersistentLoad(storage_id) = storage else {
-        return Err(format!("storage argument is {}, not a persistent id", describe(storage)));
+        return Err(format!(
+            "storage argument is {}, not a persistent id",
+            describe(storage)
+        ));
     };
     let Object::Tuple(storage_id) = storage_id.as_ref() else {
         return Err("storage id is not a tuple".into());
@@ -155,7 +192,9 @@ fn rebuild_tensor_args(args: Vec<Object>) -> Result<TensorRef, String> {
         return Err("storage id is not ('storage', type, key, location, numel)".into());
     };
     if kind != "storage" {
-        return Err(format!("persistent id of kind '{kind}', expected 'storage'"));
+        return Err(format!(
+            "persistent id of kind '{kind}', expected 'storage'"
+        ));
     }
     Ok(TensorRef {
         storage_key: key.clone(),
@@ -210,9 +249,14 @@ fn storage_range(
         .by_name_raw(entry_name.as_bytes())
         .map_err(|e| format!("storage {entry_name}: {e}"))?;
     if entry.compression() != CompressionMethod::Stored {
-        return Err(format!("storage {entry_name} is compressed ({}); torch.save stores it raw", entry.compression()));
+        return Err(format!(
+            "storage {entry_name} is compressed ({}); torch.save stores it raw",
+            entry.compression()
+        ));
     }
-    let entry_start = entry.data_start().ok_or_else(|| format!("storage {entry_name}: no data offset"))?;
+    let entry_start = entry
+        .data_start()
+        .ok_or_else(|| format!("storage {entry_name}: no data offset"))?;
     let entry_len = entry.size();
     let storage_bytes = (tensor.storage_numel as u64).checked_mul(element_size as u64);
     if storage_bytes.is_none_or(|needed| needed > entry_len) {
@@ -223,8 +267,13 @@ fn storage_range(
             dtype_name(tensor.storage_dtype)
         ));
     }
-    if entry_start.checked_add(entry_len).is_none_or(|end| end > file_len as u64) {
-        return Err(format!("storage {entry_name} runs past the end of the file: truncated"));
+    if entry_start
+        .checked_add(entry_len)
+        .is_none_or(|end| end > file_len as u64)
+    {
+        return Err(format!(
+            "storage {entry_name} runs past the end of the file: truncated"
+        ));
     }
     if !is_contiguous(&tensor.shape, &tensor.stride) {
         return Err(format!(
@@ -232,7 +281,10 @@ fn storage_range(
             tensor.shape, tensor.stride
         ));
     }
-    let numel = tensor.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let numel = tensor
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d));
     let end_element = numel.and_then(|n| n.checked_add(tensor.offset));
     if end_element.is_none_or(|end| end > tensor.storage_numel) {
         return Err(format!(
@@ -277,8 +329,17 @@ mod tests {
     #[test]
     fn malformed_rebuild_args_are_errors_not_panics() {
         let short = vec![Object::Int(0)];
-        assert!(rebuild_tensor_args(short).unwrap_err().contains("at least 4"));
-        let bad_storage = vec![Object::Int(0), Object::Int(0), Object::Tuple(vec![]), Object::Tuple(vec![])];
-        assert!(rebuild_tensor_args(bad_storage).unwrap_err().contains("persistent id"));
+        assert!(rebuild_tensor_args(short)
+            .unwrap_err()
+            .contains("at least 4"));
+        let bad_storage = vec![
+            Object::Int(0),
+            Object::Int(0),
+            Object::Tuple(vec![]),
+            Object::Tuple(vec![]),
+        ];
+        assert!(rebuild_tensor_args(bad_storage)
+            .unwrap_err()
+            .contains("persistent id"));
     }
 }

@@ -71,24 +71,38 @@ pub struct ModelEntry {
 }
 
 fn registry_error(file: &Path, reason: impl Into<String>) -> CheckpointError {
-    CheckpointError::Registry { file: file.to_path_buf(), reason: reason.into() }
+    CheckpointError::Registry {
+        file: file.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 impl ModelEntry {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| CheckpointError::io(path, e))?;
-        let mut entry: ModelEntry = toml::from_str(&text).map_err(|e| registry_error(path, e.message().to_string()))?;
+        let mut entry: ModelEntry =
+            toml::from_str(&text).map_err(|e| registry_error(path, e.message().to_string()))?;
         entry.registry_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for file in &entry.files {
             if let Some(sha) = &file.sha256 {
-                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-                    return Err(registry_error(path, format!("{}: sha256 is not 64 lower-case hex digits", file.path)));
+                if sha.len() != 64
+                    || !sha
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(registry_error(
+                        path,
+                        format!("{}: sha256 is not 64 lower-case hex digits", file.path),
+                    ));
                 }
             }
             if let Some(manifest) = entry.manifest_path(file) {
                 if !manifest.is_file() {
-                    return Err(registry_error(path, format!("{}: manifest {} not found", file.path, manifest.display())));
+                    return Err(registry_error(
+                        path,
+                        format!("{}: manifest {} not found", file.path, manifest.display()),
+                    ));
                 }
             }
         }
@@ -117,8 +131,14 @@ impl ModelEntry {
     /// Where the file is downloaded from.
     pub fn download_url(&self, file: &ModelFile) -> String {
         match self.source {
-            Source::Huggingface => format!("https://huggingface.co/{}/resolve/{}/{}", self.repo, self.revision, file.path),
-            Source::Github => format!("https://github.com/{}/raw/{}/{}", self.repo, self.revision, file.path),
+            Source::Huggingface => format!(
+                "https://huggingface.co/{}/resolve/{}/{}",
+                self.repo, self.revision, file.path
+            ),
+            Source::Github => format!(
+                "https://github.com/{}/raw/{}/{}",
+                self.repo, self.revision, file.path
+            ),
         }
     }
 }
@@ -152,16 +172,27 @@ pub fn verify(dir: &Path, entry: &ModelEntry) -> Vec<FileReport> {
         .collect()
 }
 
-fn verify_file(path: &Path, entry: &ModelEntry, file: &ModelFile) -> Result<Verified, CheckpointError> {
-    let fail = |reason: String| CheckpointError::Verify { file: path.to_path_buf(), reason };
+fn verify_file(
+    path: &Path,
+    entry: &ModelEntry,
+    file: &ModelFile,
+) -> Result<Verified, CheckpointError> {
+    let fail = |reason: String| CheckpointError::Verify {
+        file: path.to_path_buf(),
+        reason,
+    };
     let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => fail(format!("missing (download {})", entry.download_url(file))),
+        std::io::ErrorKind::NotFound => {
+            fail(format!("missing (download {})", entry.download_url(file)))
+        }
         _ => CheckpointError::io(path, e),
     })?;
     let size = metadata.len();
     if let Some(expected) = file.size {
         if size != expected {
-            return Err(fail(format!("size {size} bytes, expected {expected}: incomplete or different file")));
+            return Err(fail(format!(
+                "size {size} bytes, expected {expected}: incomplete or different file"
+            )));
         }
     }
     if let Some(expected) = &file.sha256 {
@@ -177,7 +208,11 @@ fn verify_file(path: &Path, entry: &ModelEntry, file: &ModelFile) -> Result<Veri
         Checkpoint::open(path)?.validate(&expected)?;
         tensors_checked = expected.len();
     }
-    Ok(Verified { size, sha256_checked: file.sha256.is_some(), tensors_checked })
+    Ok(Verified {
+        size,
+        sha256_checked: file.sha256.is_some(),
+        tensors_checked,
+    })
 }
 
 /// Lower-case hex sha256 of a file, read in 1 MiB pieces.
@@ -186,11 +221,17 @@ pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buffer).map_err(|e| CheckpointError::io(path, e))?;
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| CheckpointError::io(path, e))?;
         if n == 0 {
             break;
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

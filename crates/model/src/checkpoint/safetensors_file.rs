@@ -25,8 +25,17 @@ pub(crate) fn read_records(
             CheckpointError::tensor(path, &name, format!("unsupported dtype {dtype_label}"))
         })?;
         let (begin, end) = info.data_offsets;
-        let header = TensorHeader { shape: info.shape.clone(), dtype };
-        records.insert(name, TensorRecord { header, bytes: data_start + begin..data_start + end });
+        let header = TensorHeader {
+            shape: info.shape.clone(),
+            dtype,
+        };
+        records.insert(
+            name,
+            TensorRecord {
+                header,
+                bytes: data_start + begin..data_start + end,
+            },
+        );
     }
     Ok(records)
 }
@@ -40,7 +49,10 @@ struct RawInfo {
 }
 
 fn safetensors_error(path: &Path, reason: impl Into<String>) -> CheckpointError {
-    CheckpointError::Safetensors { file: path.to_path_buf(), reason: reason.into() }
+    CheckpointError::Safetensors {
+        file: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// Turns the crate's refusal into a message naming the tensor at fault where there is one.
@@ -51,9 +63,9 @@ fn diagnose(path: &Path, bytes: &[u8], error: SafeTensorError) -> CheckpointErro
             safetensors_error(path, format!("the file is only {file_len} bytes long"))
         }
         SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength => {
-            let declared = bytes.get(..LENGTH_PREFIX).map(|b| {
-                u64::from_le_bytes(b.try_into().unwrap_or([0; LENGTH_PREFIX]))
-            });
+            let declared = bytes
+                .get(..LENGTH_PREFIX)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; LENGTH_PREFIX])));
             safetensors_error(
                 path,
                 format!(
@@ -79,7 +91,10 @@ fn diagnose(path: &Path, bytes: &[u8], error: SafeTensorError) -> CheckpointErro
 
 /// The data section's length and the header entries, if the header itself is readable.
 fn raw_header(bytes: &[u8]) -> Option<(usize, HashMap<String, RawInfo>)> {
-    let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..LENGTH_PREFIX)?.try_into().ok()?)).ok()?;
+    let header_len = usize::try_from(u64::from_le_bytes(
+        bytes.get(..LENGTH_PREFIX)?.try_into().ok()?,
+    ))
+    .ok()?;
     let header_end = LENGTH_PREFIX.checked_add(header_len)?;
     let mut entries: HashMap<String, serde_json::Value> =
         serde_json::from_slice(bytes.get(LENGTH_PREFIX..header_end)?).ok()?;
@@ -115,7 +130,8 @@ fn find_bad_tensor(
             }
         }
         if begin != expected_begin {
-            let reason = format!("data starts at byte {begin}, expected {expected_begin} (gap or overlap)");
+            let reason =
+                format!("data starts at byte {begin}, expected {expected_begin} (gap or overlap)");
             return Some(CheckpointError::tensor(path, name, reason));
         }
         if end > data_len {
@@ -130,7 +146,10 @@ fn find_bad_tensor(
     (expected_begin < data_len).then(|| {
         safetensors_error(
             path,
-            format!("{} bytes follow the last tensor's data", data_len - expected_begin),
+            format!(
+                "{} bytes follow the last tensor's data",
+                data_len - expected_begin
+            ),
         )
     })
 }
