@@ -9,3 +9,4 @@ pub mod wav2vec2;
 pub mod wan_vae;
 pub mod dit;
 pub mod taehv;
+pub mod image_preprocess;

@@ -44,6 +44,22 @@ fn encodes_image_and_video() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pipeline fixture encodes its 64x64 reference picture with the same tiny VAE.
+#[test]
+fn encodes_pipeline_reference_image() -> anyhow::Result<()> {
+    let (_, vae) = load()?;
+    let fx = Fixture::load(fixture::fixtures_dir(), "pipeline")?;
+    let latent = vae.encode(&fx.tensor("expected.ref_image")?)?;
+    let d = fixture::assert_close(
+        "ref_latent",
+        &latent,
+        &fx.tensor("expected.ref_latent")?,
+        ATOL,
+    )?;
+    println!("pipeline ref_latent max abs diff {d:e}");
+    Ok(())
+}
+
 #[test]
 fn decodes_whole_sequence_and_streamed() -> anyhow::Result<()> {
     let (fx, vae) = load()?;
