@@ -127,3 +127,176 @@ fn dit_block_bf16_runs_close() -> anyhow::Result<()> {
     assert!(d < 0.1 * scale, "bf16 forward too far from the f32 reference: {d}");
     Ok(())
 }
+
+/// RoPE angles are computed on the fly: a block far past the reference's 1024-entry table gives the
+/// same output as at position 0 when it only sees itself (attention depends on relative positions).
+#[test]
+fn rope_positions_past_table_are_relative() -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let fx = Fixture::load(fixture::fixtures_dir(), "dit_block")?;
+    let model = load_model(&fx, DType::F32, &dev)?;
+    let cfg = model.config().clone();
+    let fsl = cfg.frame_seq_length(p_usize(&fx, "latent_h"), p_usize(&fx, "latent_w"));
+    let kv_cfg = KvCacheConfig { local_attn_size: fx.params["local_attn_size"].as_i64().unwrap(), sink_size: p_usize(&fx, "sink_size"), frame_seq_length: fsl, batch: 1 };
+    let prompt = model.prepare_prompt(&fx.tensor("input.context")?)?;
+    let (x, y, t, a) = (fx.tensor("input.x")?, fx.tensor("input.y")?, fx.tensor("input.timestep")?, fx.tensor("input.audio_emb")?);
+    let mut c0 = model.new_kv_cache(kv_cfg)?;
+    let out0 = model.forward(&x, &y, &t, Some(&a), &prompt, &mut c0, 0, None)?;
+    for start in [1021usize, 100_000] {
+        let mut c = model.new_kv_cache(kv_cfg)?;
+        c.reset_at(start * fsl);
+        let out = model.forward(&x, &y, &t, Some(&a), &prompt, &mut c, start, None)?;
+        let d = fixture::max_abs_diff(&out, &out0)?;
+        println!("start frame {start}: max abs diff to start 0: {d:.3e}");
+        assert!(d < 1e-4, "start {start}: {d}");
+        assert_eq!(c.global_end_index(), (start + 3) * fsl);
+        assert_eq!(c.local_end_index(), 3 * fsl);
+    }
+    // the on-the-fly table equals the reference formula (1/theta^(2k/d) * pos, f64) below 1024
+    let rope = model.rope();
+    let [df, dh, dw] = rope.dims();
+    let a = rope.angles(1000, 1, 1, 2);
+    let half = rope.head_dim() / 2;
+    for k in 0..df / 2 {
+        let fr = 1.0 / cfg.rope_theta.powf((2 * k) as f64 / df as f64);
+        assert_eq!(a[k], 1000.0 * fr);
+        assert_eq!(a[half + k], 1000.0 * fr);
+    }
+    for k in 0..dw / 2 {
+        let fr = 1.0 / cfg.rope_theta.powf((2 * k) as f64 / dw as f64);
+        assert_eq!(a[df / 2 + k], 0.0);
+        assert_eq!(a[half + df / 2 + dh / 2 + k], fr);
+    }
+    Ok(())
+}
+
+/// KV-cache index arithmetic of the deployed settings (window 15, sink 9, blocks of 3, 1024
+/// tokens per frame) over a long stream: fills to 15 frames, then evicts 3 frames per block.
+#[test]
+fn kv_cache_plan_long_stream() -> anyhow::Result<()> {
+    use livetalk_model::dit::KvCache;
+    let fsl = 1024;
+    let cfg = KvCacheConfig { local_attn_size: 15, sink_size: 9, frame_seq_length: fsl, batch: 1 };
+    let mut c = KvCache::new(cfg, 0, 12, 128, DType::F32, &Device::Cpu)?;
+    for block in 0..2000usize {
+        let start = block * 3 * fsl;
+        for _pass in 0..5 {
+            let p = c.plan(start, 3 * fsl)?;
+            c.commit(&p);
+            assert_eq!(p.attend_start, 0);
+            if block >= 5 {
+                assert_eq!(p.local_end, 15 * fsl);
+                assert_eq!(p.write_start, 12 * fsl);
+            } else {
+                assert_eq!(p.local_end, (block + 1) * 3 * fsl);
+            }
+        }
+        let p = c.plan(start, 3 * fsl)?; // a further pass at the same block never shifts
+        assert!(p.shift.is_none());
+        if block >= 5 {
+            // the next block shifts frames 12..15 of the window onto 9..12, the sink stays
+            let next = c.plan(start + 3 * fsl, 3 * fsl)?;
+            assert_eq!(next.shift, Some((12 * fsl, 9 * fsl, 3 * fsl)));
+        }
+    }
+    assert_eq!(c.global_end_index(), 2000 * 3 * fsl);
+    Ok(())
+}
+
+/// The full-size configuration builds with the real checkpoint's key names and shapes (no weights
+/// are allocated: every tensor is a broadcast zero), and the parameter count matches the manifest.
+#[test]
+fn full_size_config_matches_manifest() -> anyhow::Result<()> {
+    use candle_core::Shape;
+    use candle_nn::var_builder::SimpleBackend;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    struct Manifest {
+        shapes: HashMap<String, Vec<usize>>,
+        used: Arc<Mutex<Vec<String>>>,
+    }
+    impl SimpleBackend for Manifest {
+        fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            let want = self.shapes.get(name).ok_or_else(|| candle_core::Error::Msg(format!("{name} not in manifest")))?;
+            if want.as_slice() != s.dims() {
+                candle_core::bail!("{name}: manifest {want:?}, model asks {:?}", s.dims());
+            }
+            self.used.lock().unwrap().push(name.to_string());
+            Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+        }
+        fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+            candle_core::bail!("unchecked {name}")
+        }
+        fn contains_tensor(&self, name: &str) -> bool {
+            self.shapes.contains_key(name)
+        }
+    }
+
+    let m = fixture::read_json(fixture::fixtures_dir().join("manifests/livetalk_dit.manifest.json"))?;
+    let cfg = DitConfig::from_json_value(&m["config"])?;
+    assert_eq!(cfg, DitConfig::livetalk_1_3b());
+    let shapes: HashMap<String, Vec<usize>> = m["tensors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()))
+        .collect();
+    let used = Arc::new(Mutex::new(vec![]));
+    let backend = Manifest { shapes: shapes.clone(), used: used.clone() };
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(backend), DType::BF16, Device::Cpu);
+    let model = CausalWanModel::new(&cfg, vb)?;
+    assert_eq!(model.config().num_layers, 30);
+    // every manifest tensor outside the audio encoder is used by the DiT
+    let mut used = used.lock().unwrap().clone();
+    used.sort();
+    let mut want: Vec<String> =
+        shapes.keys().filter(|k| !k.starts_with("audio_proj.") && !k.starts_with("audio_cond_projs.")).cloned().collect();
+    want.sort();
+    assert_eq!(used, want);
+    let dit_params: usize = shapes
+        .iter()
+        .filter(|(k, _)| !k.starts_with("audio_proj.") && !k.starts_with("audio_cond_projs."))
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    assert_eq!(cfg.num_params(), dit_params);
+    assert_eq!(cfg.audio_layers(), (2..=15).collect::<Vec<_>>());
+    assert_eq!(m["num_params"].as_u64().unwrap() as usize - dit_params, 32 * 43008 + 3 * 32 + 14 * (1536 * 32 + 1536));
+    Ok(())
+}
+
+/// Random weights for a config (benchmarks without files) and the FLOP count.
+#[test]
+fn random_model_and_flops() -> anyhow::Result<()> {
+    use livetalk_model::dit::flops_per_forward;
+    let dev = Device::Cpu;
+    let fx = Fixture::load(fixture::fixtures_dir(), "dit_block")?;
+    let cfg = DitConfig::from_json_file(fx.sibling("dit.config.json"))?;
+    let model = CausalWanModel::random(&cfg, DType::F32, &dev, 7)?;
+    let fsl = cfg.frame_seq_length(8, 8);
+    let mut cache = model.new_kv_cache(KvCacheConfig { local_attn_size: 12, sink_size: 6, frame_seq_length: fsl, batch: 1 })?;
+    let prompt = model.prepare_prompt(&Tensor::randn(0f32, 1.0, (1, 8, cfg.text_dim), &dev)?)?;
+    let x = Tensor::randn(0f32, 1.0, (1, 16, 3, 8, 8), &dev)?;
+    let y = Tensor::randn(0f32, 1.0, (1, 17, 3, 8, 8), &dev)?;
+    let t = Tensor::full(1000f32, (1, 3), &dev)?;
+    let a = Tensor::randn(0f32, 1.0, (cfg.audio_layers().len(), 3, 1, 1, cfg.dim), &dev)?;
+    let out = model.forward(&x, &y, &t, Some(&a), &prompt, &mut cache, 0, None)?;
+    assert_eq!(out.dims(), &[1, 16, 3, 8, 8]);
+    let s = out.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(s.is_finite() && s > 0.0);
+
+    // FLOPs of the deployed shape: 3 frames x 1024 tokens, full 15-frame cache, 512 text tokens
+    let real = DitConfig::livetalk_1_3b();
+    let f = flops_per_forward(&real, 3, 1024, 15 * 1024, 512);
+    println!("full-size DiT forward: {:.2} TFLOP", f / 1e12);
+    assert!(f > 10e12 && f < 25e12, "{f}");
+    // linear part ~ 2 * params * tokens, without the cached prompt path (text embedding,
+    // cross-attention K/V) and the per-frame time embedding
+    let f_lin = flops_per_forward(&real, 3, 1024, 0, 0);
+    let d = real.dim;
+    let prompt_params = real.num_layers * 2 * (d * d + d) + (real.text_dim * d + d) + (d * d + d);
+    let time_params = (real.freq_dim * d + d) + (d * d + d) + (d * 6 * d + 6 * d);
+    let approx = 2.0 * (real.num_params() - prompt_params - time_params) as f64 * 3072.0;
+    assert!((f_lin / approx - 1.0).abs() < 0.01, "{f_lin} vs {approx}");
+    Ok(())
+}

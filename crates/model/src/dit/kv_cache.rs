@@ -145,6 +145,13 @@ impl KvCache {
         self.local_end = 0;
     }
 
+    /// Empties the cache so that the next block starts at absolute token `start_token`
+    /// (`reset()` is `reset_at(0)`): a stream can resume at any position.
+    pub fn reset_at(&mut self, start_token: usize) {
+        self.global_end = start_token;
+        self.local_end = 0;
+    }
+
     /// Absolute token index of the cache end (`kv_cache["global_end_index"]`).
     pub fn global_end_index(&self) -> usize {
         self.global_end
