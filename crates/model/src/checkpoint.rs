@@ -17,9 +17,11 @@
 //! # Loading
 //! [`Checkpoint::var_builder`] gives a candle `VarBuilder` whose tensors are copied out of the
 //! map one at a time and converted to the requested dtype on the way, so loading the 1.4B DiT
-//! in bf16 needs the bf16 weights plus one f32 tensor of host memory. Every error names the
-//! file and the tensor (candle's own mmaped backend names neither the file nor, for a missing
-//! tensor, the model path that asked).
+//! in bf16 needs the bf16 weights plus one f32 tensor of host memory (the map itself is page
+//! cache, not allocated memory). Every error names the file and the tensor: candle's
+//! `VarBuilder::from_mmaped_safetensors` reports "cannot find tensor X" or "shape mismatch for
+//! X" without the file, and converts a tensor before checking its shape; this backend checks
+//! the shape from the header first.
 //!
 //! # Validation against manifests
 //! `fixtures/manifests/*.manifest.json` (copied to `models/manifests/`) list the real files'
@@ -80,7 +82,7 @@ pub enum CheckpointError {
     Mismatch {
         file: PathBuf,
         manifest: PathBuf,
-        problem: Problem,
+        problem: Box<Problem>,
         more: usize,
     },
     #[error("{}: {reason}", file.display())]
@@ -287,6 +289,16 @@ impl Checkpoint {
         .and_then(|t| t.to_dtype(dtype))
         .map_err(fail)?;
         tensor.to_device(device).map_err(fail)
+    }
+
+    /// Opens `path` and checks it against `expected` (what a model loader usually wants).
+    pub fn open_validated(
+        path: impl AsRef<Path>,
+        expected: &Expected,
+    ) -> Result<Self, CheckpointError> {
+        let checkpoint = Self::open(path)?;
+        checkpoint.validate(expected)?;
+        Ok(checkpoint)
     }
 
     /// Checks this checkpoint's header against `expected`; the first problem is the error.

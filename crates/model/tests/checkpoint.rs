@@ -70,25 +70,26 @@ fn error_text<T: std::fmt::Debug>(result: Result<T, impl std::fmt::Display>) -> 
 fn tiny_dit_expected() -> Expected {
     let real = manifest("livetalk_dit");
     let tiny = json(&fixture("dit.config.json"));
+    let size = |config: &serde_json::Value, field: &str| config[field].as_u64().unwrap() as usize;
     let real_config = real.config.clone().unwrap();
+    // Direct sizes, plus the two derived ones: time_projection (6*dim) and the packed audio
+    // input of audio_proj (4*audio_input_dim).
     let dims = DimMap::from_configs(
         &real_config,
         &tiny,
         &["dim", "ffn_dim", "text_dim", "audio_hidden_size"],
     )
-    .and_then(|m| m.with(6 * 1536, 6 * tiny["dim"].as_u64().unwrap() as usize))
+    .and_then(|m| m.with(6 * size(&real_config, "dim"), 6 * size(&tiny, "dim")))
     .and_then(|m| {
         m.with(
-            4 * 10752,
-            4 * tiny["audio_input_dim"].as_u64().unwrap() as usize,
+            4 * size(&real_config, "audio_input_dim"),
+            4 * size(&tiny, "audio_input_dim"),
         )
     })
     .unwrap();
-    let layers = tiny["num_layers"].as_u64().unwrap() as usize;
-    let audio_projs = tiny["num_audio_cond_projs"].as_u64().unwrap() as usize;
     Expected::full(&real)
-        .limit_layers("blocks.", layers)
-        .limit_layers("audio_cond_projs.", audio_projs)
+        .limit_layers("blocks.", size(&tiny, "num_layers"))
+        .limit_layers("audio_cond_projs.", size(&tiny, "num_audio_cond_projs"))
         .shapes(ShapeRule::Scaled(dims))
 }
 
@@ -133,12 +134,12 @@ fn dit_validation_error(
 
 #[test]
 fn good_dit_file_opens_validates_and_loads() {
-    let checkpoint = Checkpoint::open(fixture("dit.weights.safetensors")).unwrap();
-    assert_eq!(checkpoint.format(), Format::Safetensors);
-    assert_eq!(checkpoint.len(), 185);
     let expected = tiny_dit_expected();
     assert_eq!(expected.len(), 185);
-    checkpoint.validate(&expected).unwrap();
+    let checkpoint =
+        Checkpoint::open_validated(fixture("dit.weights.safetensors"), &expected).unwrap();
+    assert_eq!(checkpoint.format(), Format::Safetensors);
+    assert_eq!(checkpoint.len(), 185);
     assert_eq!(
         expected.expected_shape("text_embedding.0.weight"),
         Some(vec![64, 32])
@@ -854,6 +855,14 @@ fn corrupt_pth_files_error_cleanly() {
     let message = error_text(Checkpoint::open(junk.path()));
     assert!(
         message.contains("junk.pth") && message.contains("not a valid PyTorch checkpoint"),
+        "{message}"
+    );
+
+    // A bare pickle: the pre-1.6 torch format.
+    let legacy = TempFile::with_bytes("legacy.pth", &[0x80, 0x02, b'}', b'.']);
+    let message = error_text(Checkpoint::open(legacy.path()));
+    assert!(
+        message.contains("legacy.pth") && message.contains("legacy non-zip torch files"),
         "{message}"
     );
 

@@ -317,7 +317,7 @@ impl Expected {
             Some(problem) => Err(CheckpointError::Mismatch {
                 file: file.to_path_buf(),
                 manifest: self.manifest_path.clone(),
-                problem,
+                problem: Box::new(problem),
                 more: problems.count(),
             }),
         }

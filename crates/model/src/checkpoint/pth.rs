@@ -44,8 +44,15 @@ pub(crate) fn read_records(
     path: &Path,
     bytes: &[u8],
 ) -> Result<BTreeMap<String, TensorRecord>, CheckpointError> {
-    let mut archive = ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| pth_error(path, format!("not a zip archive ({e})")))?;
+    let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
+        // A bare pickle is the pre-1.6 format (torch.save(..., _use_new_zipfile_serialization=False)).
+        let hint = if bytes.first() == Some(&0x80) {
+            "; legacy non-zip torch files are not supported"
+        } else {
+            ""
+        };
+        pth_error(path, format!("not a zip archive ({e}){hint}"))
+    })?;
     let pickle_name =
         find_pickle(&archive).ok_or_else(|| pth_error(path, "no data.pkl in the archive"))?;
     let dir = pickle_name
