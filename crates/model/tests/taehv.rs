@@ -7,6 +7,10 @@ use candle_nn::VarBuilder;
 use livetalk_model::fixture::{self, Fixture};
 use livetalk_model::taehv::{TaehvConfig, TaehvDecoder};
 
+#[path = "support/manifest_backend.rs"]
+mod manifest_backend;
+use manifest_backend::ManifestModel;
+
 const ATOL: f32 = 1e-4;
 
 fn load() -> anyhow::Result<(Fixture, TaehvConfig, TaehvDecoder)> {
@@ -157,4 +161,26 @@ fn f16_decode_stays_close() -> anyhow::Result<()> {
 #[test]
 fn bf16_decode_stays_close_on_cuda() -> anyhow::Result<()> {
     half_decode_stays_close(DType::BF16, &Device::new_cuda(0)?)
+}
+
+/// The real TAEW2.1 widths ask for exactly the `decoder.*` tensors of `taew2_1`, with their
+/// shapes, and decode at that width (zero weights: shapes only).
+#[test]
+fn real_config_matches_manifest() -> anyhow::Result<()> {
+    let manifest = ManifestModel::open("taew2_1.manifest.json", DType::F32)?;
+    let real = &manifest.config;
+    let cfg: TaehvConfig = serde_json::from_value(real.clone())?;
+    assert_eq!(cfg.decoder_widths, TaehvConfig::taew2_1().decoder_widths);
+    let dec = TaehvDecoder::new(&cfg, manifest.vb.clone())?;
+    let decoder_keys: Vec<String> = manifest
+        .shapes
+        .keys()
+        .filter(|k| k.starts_with("decoder."))
+        .cloned()
+        .collect();
+    assert_eq!(manifest.used(), decoder_keys);
+
+    let latents = Tensor::zeros((1, 2, 16, 2, 2), DType::F32, &Device::Cpu)?;
+    assert_eq!(dec.decode(&latents)?.dims(), &[1, 5, 3, 16, 16]);
+    Ok(())
 }

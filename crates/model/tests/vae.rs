@@ -162,3 +162,27 @@ fn f16_decode_stays_close() -> anyhow::Result<()> {
 fn bf16_decode_stays_close_on_cuda() -> anyhow::Result<()> {
     half_decode_stays_close(DType::BF16, &Device::new_cuda(0)?)
 }
+
+#[path = "support/manifest_backend.rs"]
+mod manifest_backend;
+use manifest_backend::ManifestModel;
+
+/// The real Wan2.1 VAE (dim 96) asks for exactly the tensors of `Wan2.1_VAE.pth`, with their
+/// shapes, and runs at that width (zero weights: shapes only).
+#[test]
+fn real_config_matches_manifest() -> anyhow::Result<()> {
+    let manifest = ManifestModel::open("wan21_vae.manifest.json", DType::F32)?;
+    let cfg: WanVaeConfig = serde_json::from_value(manifest.config.clone())?;
+    assert_eq!(cfg, WanVaeConfig::wan21());
+    let vae = WanVae::new(&cfg, manifest.vb.clone())?;
+    assert_eq!(
+        manifest.used(),
+        manifest.shapes.keys().cloned().collect::<Vec<_>>()
+    );
+
+    let latents = Tensor::zeros((1, 2, 16, 2, 2), DType::F32, &Device::Cpu)?;
+    assert_eq!(vae.decode(&latents)?.dims(), &[1, 5, 3, 16, 16]);
+    let pixels = Tensor::zeros((1, 3, 5, 16, 16), DType::F32, &Device::Cpu)?;
+    assert_eq!(vae.encode(&pixels)?.dims(), &[1, 2, 16, 2, 2]);
+    Ok(())
+}
