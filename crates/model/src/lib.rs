@@ -10,3 +10,5 @@ pub mod wan_vae;
 pub mod dit;
 pub mod taehv;
 pub mod image_preprocess;
+pub mod umt5;
+pub mod prompt_cache;
