@@ -283,14 +283,14 @@ impl SelfAttention {
         rope: &RopeTables,
         cache: &mut LayerKv,
         plan: &CachePlan,
-        mut trace_kv: Option<&mut (Tensor, Tensor)>,
+        trace_kv: Option<&mut (Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let q = rms_norm(&self.q.forward(x)?, &self.norm_q, self.eps)?;
         let k = rms_norm(&self.k.forward(x)?, &self.norm_k, self.eps)?;
         let v = self.v.forward(x)?;
         let q = rope.apply(&q, self.num_heads)?;
         let k = rope.apply(&k, self.num_heads)?;
-        if let Some(t) = trace_kv.as_deref_mut() {
+        if let Some(t) = trace_kv {
             *t = (k.clone(), v.clone());
         }
         let q = to_heads(&q, self.num_heads)?;
@@ -723,7 +723,7 @@ impl CausalWanModel {
         let hn = layer_norm(&h, None, None, self.cfg.eps)?.reshape((b, tf, frame_seqlen, dim))?;
         let hn = hn.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
         let out = self.head.forward(&hn)?; // [B, F, S, out*p]
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.head_out = Some(out.clone());
         }
         let out = out.reshape((b, l, out.dim(3)?))?;

@@ -83,7 +83,8 @@ pub fn read_json(path: impl AsRef<Path>) -> Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| Error::Msg(format!("parsing {}: {e}", path.display())))
 }
 
-/// max |a - b| over all elements, computed in f64 (any dtype / device; shapes must match).
+/// max |a - b| over all elements, computed in f64 (any dtype / device; shapes must match);
+/// NaN when any difference is NaN.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     if a.dims() != b.dims() {
         return Err(Error::Msg(format!(
@@ -97,14 +98,19 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     }
     let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
     let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    let diff = (a - b)?.abs()?.flatten_all()?;
+    // NaN anywhere -> NaN (max may skip NaNs)
+    if diff.sum_all()?.to_scalar::<f64>()?.is_nan() {
+        return Ok(f32::NAN);
+    }
+    let d = diff.max(0)?.to_scalar::<f64>()?;
     Ok(d as f32)
 }
 
 /// Err with a readable message when `max_abs_diff(got, want) > atol`; returns the error otherwise.
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, atol: f32) -> Result<f32> {
     let d = max_abs_diff(got, want).map_err(|e| e.context(what.to_string()))?;
-    if !(d <= atol) {
+    if d.is_nan() || d > atol {
         return Err(Error::Msg(format!("{what}: max abs diff {d:e} > atol {atol:e}")));
     }
     Ok(d)

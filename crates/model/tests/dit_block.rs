@@ -24,7 +24,7 @@ impl Checker {
         match fixture::max_abs_diff(&got, want) {
             Ok(d) => {
                 println!("{what:40} max abs diff {d:.3e} (atol {atol:.0e})");
-                if !(d <= atol) {
+                if d.is_nan() || d > atol {
                     self.failures.push(format!("{what}: {d:e} > {atol:e}"));
                 }
             }
