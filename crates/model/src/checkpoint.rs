@@ -35,6 +35,10 @@
 //!   [`Expected::only_prefixes`] keeps a part of the file (the tiny TAEHV has `decoder.` only).
 //!   Shapes are then checked through a [`DimMap`] built from the real and the tiny config (each
 //!   real size maps to the tiny size, e.g. 1536 -> 64), or by rank only.
+//! * files that store the model under a prefix (`model.…`): [`Expected::with_prefix`]. The
+//!   manifests' own `key_prefix` field is descriptive only: their keys are complete
+//!   (`wav2vec2.…`, `lm_head.…`).
+//! * TAEHV's TGrow weights may be taller in real files ([`Expected::allow_larger_dim0`]).
 //!
 //! The first problem (in key order) becomes one error line naming the file, the tensor and the
 //! manifest, with the count of further problems; [`Expected::problems`] lists them all.

@@ -337,6 +337,30 @@ fn extra_tensor_is_unexpected() {
 }
 
 #[test]
+fn prefixed_checkpoint_keys() {
+    let file = rewrite_dit("dit-prefixed.safetensors", |tensors| {
+        *tensors = std::mem::take(tensors)
+            .into_iter()
+            .map(|(name, tensor)| (format!("model.{name}"), tensor))
+            .collect();
+    });
+    let checkpoint = Checkpoint::open(file.path()).unwrap();
+    checkpoint
+        .validate(&tiny_dit_expected().with_prefix("model."))
+        .unwrap();
+    let message = error_text(checkpoint.validate(&tiny_dit_expected()));
+    assert!(
+        message.contains("tensor 'audio_cond_projs.0.bias' is missing"),
+        "{message}"
+    );
+    let vb = checkpoint.var_builder(DType::F32, &Device::Cpu).pp("model");
+    assert_eq!(
+        vb.get((64, 32), "text_embedding.0.weight").unwrap().dims(),
+        &[64, 32]
+    );
+}
+
+#[test]
 fn several_problems_are_counted_in_one_line() {
     let file = rewrite_dit("dit-many.safetensors", |tensors| {
         tensors.remove("head.head.bias");

@@ -193,6 +193,21 @@ impl Expected {
         self
     }
 
+    /// For files that store the model under a prefix (`model.blocks.0…`): the checkpoint's keys
+    /// are `prefix + manifest key`. Apply after the rules that select manifest keys.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        let prefixed = |name: String| format!("{prefix}{name}");
+        self.tensors = std::mem::take(&mut self.tensors)
+            .into_iter()
+            .map(|(name, spec)| (prefixed(name), spec))
+            .collect();
+        self.dim0_may_grow = std::mem::take(&mut self.dim0_may_grow)
+            .into_iter()
+            .map(prefixed)
+            .collect();
+        self
+    }
+
     pub fn shapes(mut self, rule: ShapeRule) -> Self {
         self.shapes = rule;
         self
