@@ -184,3 +184,35 @@ fn real_config_matches_manifest() -> anyhow::Result<()> {
     assert_eq!(dec.decode(&latents)?.dims(), &[1, 5, 3, 16, 16]);
     Ok(())
 }
+
+/// Full-size speed on a GPU (random weights, bf16): 512x512 frames, streamed one latent at a
+/// time, and the parallel decode of a 3-latent block.
+#[cfg(feature = "cuda")]
+#[test]
+fn real_scale_speed_on_cuda() -> anyhow::Result<()> {
+    use std::time::Instant;
+    let dev = Device::new_cuda(0)?;
+    let manifest = ManifestModel::open_random("taew2_1.manifest.json", DType::BF16, &dev, 0.05)?;
+    let dec = TaehvDecoder::new(&TaehvConfig::taew2_1(), manifest.vb.clone())?;
+    let latents = Tensor::randn(0f32, 1.0, (1, 9, 16, 64, 64), &dev)?;
+    for round in 0..2 {
+        let mut stream = dec.stream_decoder();
+        let mut times = Vec::new();
+        for i in 0..latents.dim(1)? {
+            let start = Instant::now();
+            stream.push(&latents.narrow(1, i, 1)?)?;
+            dev.synchronize()?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("round {round}: TAEHV stream decode ms per latent (512x512, bf16): {times:.1?}");
+        let start = Instant::now();
+        let frames = dec.decode(&latents.narrow(1, 0, 3)?)?;
+        dev.synchronize()?;
+        println!(
+            "TAEHV parallel decode of 3 latents: {:.1} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        assert_eq!(frames.dims(), &[1, 9, 3, 512, 512]);
+    }
+    Ok(())
+}

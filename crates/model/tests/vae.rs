@@ -186,3 +186,39 @@ fn real_config_matches_manifest() -> anyhow::Result<()> {
     assert_eq!(vae.encode(&pixels)?.dims(), &[1, 2, 16, 2, 2]);
     Ok(())
 }
+
+/// Full-size speed on a GPU (random weights, bf16): 512x512 frames, streamed one latent at a
+/// time as the engine does, and the reference-image encode.
+#[cfg(feature = "cuda")]
+#[test]
+fn real_scale_speed_on_cuda() -> anyhow::Result<()> {
+    use std::time::Instant;
+    let dev = Device::new_cuda(0)?;
+    let manifest = ManifestModel::open_random("wan21_vae.manifest.json", DType::BF16, &dev, 0.02)?;
+    let vae = WanVae::new(&WanVaeConfig::wan21(), manifest.vb.clone())?;
+    let latents = Tensor::randn(0f32, 1.0, (1, 9, 16, 64, 64), &dev)?;
+    for round in 0..2 {
+        let mut stream = vae.stream_decoder();
+        let mut times = Vec::new();
+        for i in 0..latents.dim(1)? {
+            let start = Instant::now();
+            let frames = stream.push(&latents.narrow(1, i, 1)?)?;
+            dev.synchronize()?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(frames.dims()[3..], [512, 512]);
+        }
+        println!("round {round}: VAE stream decode ms per latent (512x512, bf16): {times:.1?}");
+    }
+    let image = Tensor::randn(0f32, 0.5, (1, 3, 1, 512, 512), &dev)?.to_dtype(DType::BF16)?;
+    for _ in 0..2 {
+        let start = Instant::now();
+        let z = vae.encode(&image)?;
+        dev.synchronize()?;
+        println!(
+            "VAE encode 1 frame 512x512: {:.1} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        assert_eq!(z.dims(), &[1, 1, 16, 64, 64]);
+    }
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! A VarBuilder backend over a golden manifest (`fixtures/manifests/*.manifest.json`): every
 //! tensor is a broadcast zero of the manifest's shape (nothing is allocated), and the names the
-//! model asked for are recorded. Shared by the vae and taehv tests.
+//! model asked for are recorded. With `open_random` the tensors are materialised random values
+//! on a device instead (full-size speed runs without the real files). Shared by the vae and
+//! taehv tests.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,26 @@ pub struct ManifestModel {
 
 impl ManifestModel {
     pub fn open(file: &str, dtype: DType) -> anyhow::Result<Self> {
+        Self::open_with(file, dtype, &Device::Cpu, None)
+    }
+
+    /// Random N(0, std^2) weights of the manifest's shapes on `device`.
+    #[allow(dead_code)]
+    pub fn open_random(
+        file: &str,
+        dtype: DType,
+        device: &Device,
+        std: f64,
+    ) -> anyhow::Result<Self> {
+        Self::open_with(file, dtype, device, Some(std))
+    }
+
+    fn open_with(
+        file: &str,
+        dtype: DType,
+        device: &Device,
+        random_std: Option<f64>,
+    ) -> anyhow::Result<Self> {
         let path = livetalk_model::fixture::fixtures_dir()
             .join("manifests")
             .join(file);
@@ -40,8 +62,9 @@ impl ManifestModel {
         let backend = Backend {
             shapes: shapes.clone(),
             used: used.clone(),
+            random_std,
         };
-        let vb = VarBuilder::from_backend(Box::new(backend), dtype, Device::Cpu);
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
         Ok(Self {
             config: m["config"].clone(),
             shapes,
@@ -61,6 +84,7 @@ impl ManifestModel {
 struct Backend {
     shapes: BTreeMap<String, Vec<usize>>,
     used: Arc<Mutex<Vec<String>>>,
+    random_std: Option<f64>,
 }
 
 impl Backend {
@@ -69,7 +93,10 @@ impl Backend {
             candle_core::bail!("{name}: not in the manifest")
         };
         self.used.lock().unwrap().push(name.to_string());
-        Tensor::zeros((), dtype, dev)?.broadcast_as(shape.as_slice())
+        match self.random_std {
+            Some(std) => Tensor::randn(0f32, std as f32, shape.as_slice(), dev)?.to_dtype(dtype),
+            None => Tensor::zeros((), dtype, dev)?.broadcast_as(shape.as_slice()),
+        }
     }
 }
 
