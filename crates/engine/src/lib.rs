@@ -1,3 +1,4 @@
 //! Engines behind one interface.
 
 pub mod generator;
+pub mod avatar;
