@@ -1,1 +1,89 @@
-fn main() {}
+//! `livetalk`: a portrait and a voice in, a live talking avatar out.
+//! A thin binary: argument parsing and wiring; the work lives in the library crates.
+
+mod avi;
+mod cmd_bench;
+mod cmd_demo;
+mod cmd_persona;
+mod drive;
+mod presets;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "livetalk", version, about = "A portrait and a voice in; a live talking avatar out, as a camera any video app can use.")]
+struct Cli {
+    /// More log output (-v info, -vv debug); LIVETALK_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render the persona speaking into a video file (AVI: Motion-JPEG + PCM audio).
+    Demo(cmd_demo::DemoArgs),
+    /// Show the live avatar in a preview window, driven by a file or TTS.
+    Run(cmd_demo::RunArgs),
+    /// List and inspect persona presets.
+    #[command(subcommand)]
+    Persona(cmd_persona::PersonaCommand),
+    /// Measure engine speed (frames per second) on this machine.
+    Bench(cmd_bench::BenchArgs),
+}
+
+/// Options shared by commands that pick a persona.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PersonaArgs {
+    /// Persona preset name (see `livetalk persona list`).
+    #[arg(long, short = 'p', default_value = "anna")]
+    pub persona: String,
+    /// Extra folder(s) to load persona presets from (searched after the built-in ones).
+    #[arg(long = "presets", value_name = "DIR")]
+    pub preset_dirs: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Demo(args) => cmd_demo::demo(args),
+        Command::Run(args) => cmd_demo::run(args),
+        Command::Persona(cmd) => cmd_persona::persona(cmd),
+        Command::Bench(args) => cmd_bench::bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the context chain joined, never a backtrace or a panic.
+            eprintln!("error: {}", format_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn format_chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVETALK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
