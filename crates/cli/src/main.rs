@@ -78,9 +78,10 @@ fn format_chain(err: &anyhow::Error) -> String {
 }
 
 fn init_logging(verbose: u8) {
+    // Decoders log their own complaints about bad files; ours is the one error line.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,symphonia=off",
+        1 => "info,symphonia=warn",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIVETALK_LOG")
