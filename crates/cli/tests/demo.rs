@@ -101,7 +101,10 @@ fn demo_file_plays_and_the_mouth_follows_the_voice() {
     let mut loudness = Vec::new();
     for (i, picture) in rgb.chunks_exact(frame_bytes).enumerate() {
         openness.push(meter.measure_rgb(picture).unwrap() as f64);
-        let window = &samples[(i * per_frame).min(samples.len())..((i + 1) * per_frame).min(samples.len())];
+        // The frame at t = i/fps shows the voice around t (the demo centres its analysis window).
+        let centre = i * per_frame;
+        let (a, b) = (centre.saturating_sub(per_frame / 2), (centre + per_frame / 2).min(samples.len()));
+        let window = &samples[a.min(b)..b];
         let rms = (window.iter().map(|s| (s * s) as f64).sum::<f64>() / window.len().max(1) as f64).sqrt();
         loudness.push(rms);
     }
