@@ -1,0 +1,52 @@
+//! The conversions fit the real-time path: 1280×720 at 30 fps leaves 33 ms a frame for
+//! everything, so one conversion must take a small part of that even in a test build.
+
+use std::time::{Duration, Instant};
+
+use livetalk_core::convert::convert_into;
+use livetalk_core::frame::{ColorSpec, PixelFormat, VideoFrame};
+
+const BUDGET_PER_FRAME: Duration = Duration::from_millis(33);
+
+fn picture(format: PixelFormat) -> VideoFrame {
+    let rgb: Vec<u8> = (0..1280u32 * 720 * 3)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let frame = VideoFrame::new(1280, 720, PixelFormat::Rgb24, rgb, Duration::ZERO).unwrap();
+    frame.convert(format, ColorSpec::default()).unwrap()
+}
+
+#[test]
+fn hd_conversions_fit_in_a_fraction_of_the_frame_budget() {
+    let pairs = [
+        (PixelFormat::Rgba, PixelFormat::Yuyv),
+        (PixelFormat::Bgra, PixelFormat::Nv12),
+        (PixelFormat::Rgb24, PixelFormat::I420),
+        (PixelFormat::I420, PixelFormat::Rgba),
+        (PixelFormat::Yuyv, PixelFormat::Bgra),
+        (PixelFormat::Nv12, PixelFormat::Yuyv),
+        (PixelFormat::Rgba, PixelFormat::Bgra),
+    ];
+    for (from, to) in pairs {
+        let src = picture(from);
+        let mut dst = VideoFrame::zeroed(1280, 720, to, Duration::ZERO).unwrap();
+        const RUNS: u32 = 10;
+        // One untimed run first: it faults in the destination's pages.
+        convert_into(&src, &mut dst, ColorSpec::default()).unwrap();
+        let started = Instant::now();
+        for _ in 0..RUNS {
+            convert_into(&src, &mut dst, ColorSpec::default()).unwrap();
+        }
+        let per_frame = started.elapsed() / RUNS;
+        eprintln!(
+            "{from} -> {to}: {:.2} ms per 1280x720 frame",
+            per_frame.as_secs_f64() * 1e3
+        );
+        // Half the budget in an unoptimised-ish test build on a shared machine; release builds
+        // are several times faster.
+        assert!(
+            per_frame < BUDGET_PER_FRAME / 2,
+            "{from} -> {to} took {per_frame:?}"
+        );
+    }
+}
