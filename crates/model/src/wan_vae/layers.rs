@@ -128,7 +128,8 @@ impl CausalConv3d {
             .into());
         }
         let t_out = (t - kt) / self.stride_t + 1;
-        let mut out: Option<Tensor> = None;
+        // bias + sum over taps k of conv2d(frames k, k+stride, ..., tap k)
+        let mut y = self.bias.clone();
         for (k, tap) in self.taps.iter().enumerate() {
             let frames = if self.stride_t == 1 {
                 x.narrow(1, k, t_out)?
@@ -138,15 +139,8 @@ impl CausalConv3d {
                 x.index_select(&idx, 1)?
             };
             let frames = frames.reshape((b * t_out, c, h, w))?;
-            let y = frames.conv2d(tap, self.pad_hw, 1, 1, 1)?;
-            out = Some(match out {
-                None => y,
-                Some(acc) => (acc + y)?,
-            });
+            y = y.broadcast_add(&frames.conv2d(tap, self.pad_hw, 1, 1, 1)?)?;
         }
-        let y = out
-            .expect("a conv has at least one tap")
-            .broadcast_add(&self.bias)?;
         let (_, o, ho, wo) = y.dims4()?;
         y.reshape((b, t_out, o, ho, wo))
     }
