@@ -11,6 +11,7 @@
 #
 # Needs root (apt-get, bind mount). Installs what it needs from Debian's packages.
 #   CACHE=/var/cache/livetalk-vm   kernel, module and initramfs (11 MB), rebuilt when the scripts change
+#   V4L2LOOPBACK_SUITE=trixie      test v4l2loopback 0.15 (Debian trixie's source) instead of bookworm's 0.12.7
 #   GUEST_SKIP_CHROMIUM=1          skip the Chromium readers
 #   ACCEL=kvm|tcg                  force the accelerator (default: probe)
 #   KEEP_WORK=1                    keep the work folder (logs, captured frames) after a pass
@@ -38,7 +39,7 @@ ts "building livetalk-vcam-test"
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk-vcam-test
 
 # 3. kernel + module + initramfs, cached outside the clone
-KDIR=$CACHE/kernel
+KDIR=$CACHE/kernel${V4L2LOOPBACK_SUITE:+-$V4L2LOOPBACK_SUITE}
 stamp=$(cat "$HERE/prep.sh" "$HERE/mkinitrd.sh" "$HERE/init" | md5sum | cut -c1-16)
 if [ "$(cat "$KDIR/STAMP" 2>/dev/null)" != "$stamp" ] || [ ! -s "$KDIR/initrd.gz" ]; then
   ts "preparing kernel and module in $KDIR"

@@ -56,10 +56,28 @@ impl std::fmt::Display for DoctorCheck {
     }
 }
 
-/// The camera checks on this machine.
+/// The camera checks on this machine: the v4l2loopback ones, then the PipeWire camera's.
 pub fn doctor_checks() -> Vec<DoctorCheck> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    doctor_checks_with(&Sysfs::system(), Path::new("/lib/modules").join(release.trim()).as_path())
+    let mut checks = doctor_checks_with(&Sysfs::system(), Path::new("/lib/modules").join(release.trim()).as_path());
+    checks.push(pipewire_check(std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from).as_deref()));
+    checks
+}
+
+/// The PipeWire camera needs the user's PipeWire daemon (its socket in XDG_RUNTIME_DIR).
+/// Only a warning: the v4l2loopback camera works without it.
+pub fn pipewire_check(runtime_dir: Option<&Path>) -> DoctorCheck {
+    let name = "PipeWire (camera without a kernel module)";
+    let socket = runtime_dir.map(|dir| dir.join("pipewire-0"));
+    match socket {
+        Some(socket) if socket.exists() => DoctorCheck::ok(name, format!("running ({})", socket.display())),
+        _ => DoctorCheck::problem(
+            CheckStatus::Warn,
+            name,
+            "no PipeWire daemon for this user: the PipeWire camera node is unavailable",
+            "sudo apt install pipewire wireplumber && systemctl --user enable --now pipewire wireplumber",
+        ),
+    }
 }
 
 /// The checks against a given sysfs and module tree (`/lib/modules/<release>`).
@@ -262,6 +280,15 @@ mod tests {
         assert_eq!(checks[2].status, CheckStatus::Ok, "{}", text[2]);
         assert!(checks[2].detail.contains("video11"));
         assert_eq!(checks.len(), 5, "{text:#?}");
+    }
+
+    #[test]
+    fn pipewire_socket_decides_the_pipewire_check() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(pipewire_check(None).status, CheckStatus::Warn);
+        assert_eq!(pipewire_check(Some(tmp.path())).status, CheckStatus::Warn);
+        fs::write(tmp.path().join("pipewire-0"), b"").unwrap();
+        assert_eq!(pipewire_check(Some(tmp.path())).status, CheckStatus::Ok);
     }
 
     #[test]

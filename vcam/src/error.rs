@@ -63,6 +63,9 @@ pub enum VcamError {
     #[error("camera {path:?}: frame has {got} bytes but {format} {width}x{height} needs {want}")]
     FrameSize { path: PathBuf, format: String, width: u32, height: u32, got: usize, want: usize },
 
+    #[error("PipeWire camera: {0}")]
+    PipeWire(String),
+
     #[error("camera frame: {0}")]
     Compose(String),
 

@@ -28,11 +28,15 @@
 //!   twice, never dropped for lack of a new one), writes every tick (2 fps while nobody reads),
 //!   and reports [`pump::Demand`] changes.
 //! - [`doctor::doctor_checks`]: module, options, devices and permissions, each with its fix.
+//! - `pipewire::PipeWireCamera` (feature `pipewire`): the same pump feeding a PipeWire
+//!   `Video/Source` node with `media.role=Camera`; a streaming link counts as a reader.
 //! - [`test_pattern`]: the known frames the end-to-end tests write and check.
 
 pub mod compose;
 pub mod doctor;
 pub mod error;
+#[cfg(feature = "pipewire")]
+pub mod pipewire;
 pub mod pump;
 pub mod test_pattern;
 pub mod v4l2;

@@ -22,9 +22,19 @@ while True:
         sys.exit('early reader: no producer came within 120 s')
     time.sleep(0.1)
 print(f'early reader: producer is there ({w}x{h}), reading {count} frames', flush=True)
+def read_frame(first):
+    # v4l2loopback >= 0.13 answers EIO until the producer's first write(): part of waiting for it.
+    for _ in range(100 if first else 1):
+        try:
+            return os.read(fd, size)
+        except OSError as e:
+            if e.errno != 5 or not first:
+                raise
+            time.sleep(0.1)
+    sys.exit('early reader: EIO for 10 s after the producer set its format')
 with open(out, 'wb') as f:
-    for _ in range(count):
-        frame = os.read(fd, size)
+    for n in range(count):
+        frame = read_frame(n == 0)
         if len(frame) != size:
             sys.exit(f'early reader: short read {len(frame)} of {size}')
         f.write(frame)

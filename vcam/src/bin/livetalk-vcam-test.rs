@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use livetalk_core::bus::FrameBus;
 use livetalk_core::clock::FrameClock;
 use livetalk_vcam::compose::Backdrop;
-use livetalk_vcam::pump::{CameraPump, Demand, PumpConfig};
+use livetalk_vcam::pump::{CameraOutput, CameraPump, Demand, PumpConfig};
 use livetalk_vcam::{doctor, test_pattern, CameraFormat, DeviceSelector, SinkConfig, UsageSource, V4l2Sink};
 
 #[derive(Parser)]
@@ -46,6 +46,20 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         seconds: f64,
     },
+    /// Publish the test pattern as a PipeWire camera node (feature `pipewire`).
+    #[cfg(feature = "pipewire")]
+    Pipewire {
+        #[arg(long, default_value = "livetalk")]
+        node_name: String,
+        #[arg(long, default_value = "1280x720")]
+        size: String,
+        #[arg(long, default_value = "yuyv")]
+        format: String,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        #[arg(long, default_value_t = 0.0)]
+        seconds: f64,
+    },
     /// Print the camera doctor checks.
     Doctor,
 }
@@ -67,19 +81,28 @@ fn main() {
             if doctor::all_passed(&checks) { 0 } else { 1 }
         }
         Command::Write { device, size, format, fps, seconds } => write(&device, &size, &format, fps, seconds),
+        #[cfg(feature = "pipewire")]
+        Command::Pipewire { node_name, size, format, fps, seconds } => {
+            pipewire_node(&node_name, &size, &format, fps, seconds)
+        }
     };
     std::process::exit(code);
 }
 
-fn write(device: &str, size: &str, format: &str, fps: u32, seconds: f64) -> i32 {
+fn parse_size_format(size: &str, format: &str) -> Option<(u32, u32, CameraFormat)> {
     let Some((width, height)) = size.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))) else {
         println!("ERROR --size {size:?} is not WIDTHxHEIGHT, e.g. 1280x720");
-        return 2;
+        return None;
     };
     let Some(format) = CameraFormat::parse(format) else {
         println!("ERROR --format {format:?} is neither yuyv nor i420");
-        return 2;
+        return None;
     };
+    Some((width, height, format))
+}
+
+fn write(device: &str, size: &str, format: &str, fps: u32, seconds: f64) -> i32 {
+    let Some((width, height, format)) = parse_size_format(size, format) else { return 2 };
     let config = SinkConfig { device: DeviceSelector::parse(device), width, height, format, fps };
     let sink = match V4l2Sink::open(&config) {
         Ok(sink) => sink,
@@ -98,6 +121,28 @@ fn write(device: &str, size: &str, format: &str, fps: u32, seconds: f64) -> i32 
         info.fps.0,
         info.fps.1
     );
+    run_pattern(sink, PumpConfig::for_sink(&config), seconds)
+}
+
+#[cfg(feature = "pipewire")]
+fn pipewire_node(node_name: &str, size: &str, format: &str, fps: u32, seconds: f64) -> i32 {
+    use livetalk_vcam::pipewire::{PipeWireCamera, PipeWireConfig};
+    let Some((width, height, format)) = parse_size_format(size, format) else { return 2 };
+    let config = PipeWireConfig { width, height, format, fps, node_name: node_name.into(), ..Default::default() };
+    let camera = match PipeWireCamera::start(config) {
+        Ok(camera) => camera,
+        Err(e) => {
+            println!("ERROR {e}");
+            return 2;
+        }
+    };
+    println!("OPENED pipewire node={node_name} {width}x{height} {format} fps={fps}/1");
+    let sink = SinkConfig { width, height, format, fps, ..Default::default() };
+    run_pattern(camera, PumpConfig::for_sink(&sink), seconds)
+}
+
+/// Runs the stand-in engine and the camera pump into `output` until signalled or `seconds`.
+fn run_pattern(output: impl CameraOutput + 'static, mut pump_config: PumpConfig, seconds: f64) -> i32 {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -113,13 +158,12 @@ fn write(device: &str, size: &str, format: &str, fps: u32, seconds: f64) -> i32 
         let (bus, published) = (bus.clone(), published.clone());
         std::thread::spawn(move || stand_in_engine(&bus, &published, start))
     };
-    let mut pump_config = PumpConfig::for_sink(&config);
     pump_config.backdrop = Backdrop::Colour(test_pattern::BACKDROP);
     let on_demand = move |demand: Demand| {
         let what = if demand == Demand::Watching { "watching" } else { "idle" };
         println!("DEMAND {what} t={:.3}", start.elapsed().as_secs_f64());
     };
-    let pump = match CameraPump::start(sink, subscriber, pump_config, on_demand) {
+    let pump = match CameraPump::start(output, subscriber, pump_config, on_demand) {
         Ok(pump) => pump,
         Err(e) => {
             println!("ERROR {e}");

@@ -155,7 +155,7 @@ impl V4l2Sink {
         let wanted = config.device.to_string();
         let path = resolve(&config.device, sysfs)?;
         check_size(&path, config.width, config.height)?;
-        let file = open_node(&path, &wanted, sysfs)?;
+        let mut file = open_node(&path, &wanted, sysfs)?;
         let fd = file.as_raw_fd();
 
         let mut cap: sys::Capability = sys::zeroed();
@@ -190,10 +190,15 @@ impl V4l2Sink {
         }
 
         set_format(fd, &path, config, module_version.as_deref())?;
+        let frame_len = config.format.frame_len(config.width, config.height);
+        // A black frame right away: from 0.13 on, a reader that starts between S_FMT and the
+        // first write() gets EIO, and exclusive_caps=1 devices show up only once a frame exists.
+        file.write_all(&black_frame(config.format, config.width, config.height))
+            .map_err(|e| VcamError::io(&path, "write", e))?;
+        let fd = file.as_raw_fd();
         let fps = set_frame_rate(fd, &path, config.fps)?;
         let usage_source = subscribe_client_usage(fd, &path)?;
         let info = DeviceInfo { path, card: sys::c_str(&cap.card), module_version, usage_source, fps };
-        let frame_len = config.format.frame_len(config.width, config.height);
         Ok(V4l2Sink { file, info, config: config.clone(), frame_len, event_readers: 0 })
     }
 
@@ -253,6 +258,19 @@ impl V4l2Sink {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
                 Err(e) => return Err(VcamError::io(&self.info.path, "VIDIOC_DQEVENT", e)),
             }
+        }
+    }
+}
+
+/// Limited-range black (Y 16, Cb/Cr 128) in `format`.
+fn black_frame(format: CameraFormat, width: u32, height: u32) -> Vec<u8> {
+    let luma = width as usize * height as usize;
+    match format {
+        CameraFormat::Yuyv => [16u8, 128].repeat(luma),
+        CameraFormat::I420 => {
+            let mut frame = vec![128u8; format.frame_len(width, height)];
+            frame[..luma].fill(16);
+            frame
         }
     }
 }
@@ -394,6 +412,16 @@ mod tests {
         assert_eq!(CameraFormat::I420.fourcc(), 0x3231_5559);
         assert_eq!(CameraFormat::parse("yuv420p"), Some(CameraFormat::I420));
         assert_eq!(CameraFormat::parse("nv12"), None);
+    }
+
+    #[test]
+    fn black_frames_have_the_format_length_and_limited_range_black() {
+        let yuyv = black_frame(CameraFormat::Yuyv, 64, 32);
+        assert_eq!(yuyv.len(), CameraFormat::Yuyv.frame_len(64, 32));
+        assert_eq!(&yuyv[..4], &[16, 128, 16, 128]);
+        let i420 = black_frame(CameraFormat::I420, 64, 32);
+        assert_eq!(i420.len(), CameraFormat::I420.frame_len(64, 32));
+        assert_eq!((i420[0], i420[64 * 32 - 1], i420[64 * 32], i420[i420.len() - 1]), (16, 16, 128, 128));
     }
 
     #[test]
