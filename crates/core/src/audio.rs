@@ -78,7 +78,7 @@ impl AudioChunk {
         if self.channels == 0 {
             return Err(Error::InvalidAudio("channel count must be non-zero".into()));
         }
-        if self.samples.len() % self.channels as usize != 0 {
+        if !self.samples.len().is_multiple_of(self.channels as usize) {
             return Err(Error::InvalidAudio(format!(
                 "{} samples do not divide into {} channels",
                 self.samples.len(),

@@ -166,10 +166,10 @@ impl PixelFormat {
             return fail("width and height must be at most 16384");
         }
         let (sub_x, sub_y) = self.chroma_subsampling();
-        if width % sub_x != 0 {
+        if !width.is_multiple_of(sub_x) {
             return fail("chroma subsampling needs an even width");
         }
-        if height % sub_y != 0 {
+        if !height.is_multiple_of(sub_y) {
             return fail("chroma subsampling needs an even height");
         }
         Ok(())

@@ -86,7 +86,7 @@ impl FromStr for OutputSize {
                 "{width}x{height}: width and height must be at most {MAX_OUTPUT_DIMENSION}"
             ));
         }
-        if width % 2 != 0 || height % 2 != 0 {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(format!(
                 "{width}x{height}: width and height must be even (YUV 4:2:0 cameras need it)"
             ));

@@ -90,5 +90,5 @@ pub(crate) fn yuv420_to_yuyv(
 
 #[inline(always)]
 fn average(a: u8, b: u8) -> u8 {
-    ((a as u16 + b as u16 + 1) / 2) as u8
+    (a as u16 + b as u16).div_ceil(2) as u8
 }
