@@ -34,17 +34,32 @@ pub const TENSOR_NAME: &str = "prompt_embeds";
 #[derive(Debug, thiserror::Error)]
 pub enum PromptCacheError {
     #[error("{}: {source}", file.display())]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: not a prompt embedding cache: {reason}", file.display())]
     Format { file: PathBuf, reason: String },
     #[error("{}: metadata field `{field}`: {reason}", file.display())]
-    Field { file: PathBuf, field: &'static str, reason: String },
+    Field {
+        file: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
     #[error("{}: tensor `{TENSOR_NAME}`: {reason}", file.display())]
     Tensor { file: PathBuf, reason: String },
     #[error("{}: cached for another prompt ({cached:?}, not {requested:?}); encode the prompt again", file.display())]
-    PromptMismatch { file: PathBuf, cached: String, requested: String },
+    PromptMismatch {
+        file: PathBuf,
+        cached: String,
+        requested: String,
+    },
     #[error("{}: computed by another text encoder (fingerprint {cached}, this encoder's is {requested}); encode the prompt again", file.display())]
-    EncoderMismatch { file: PathBuf, cached: String, requested: String },
+    EncoderMismatch {
+        file: PathBuf,
+        cached: String,
+        requested: String,
+    },
 }
 
 /// A cache file's content.
@@ -64,7 +79,10 @@ pub struct PromptEmbedding {
 /// offsets) is in the first MiB.
 pub fn encoder_fingerprint(path: impl AsRef<Path>) -> Result<String, PromptCacheError> {
     let path = path.as_ref();
-    let io = |source| PromptCacheError::Io { file: path.to_path_buf(), source };
+    let io = |source| PromptCacheError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
     const SPAN: u64 = 1 << 20;
     let mut file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
@@ -75,20 +93,35 @@ pub fn encoder_fingerprint(path: impl AsRef<Path>) -> Result<String, PromptCache
     hasher.update(&buf);
     if size > SPAN {
         buf.clear();
-        file.seek(SeekFrom::Start(size.saturating_sub(SPAN).max(SPAN))).map_err(io)?;
+        file.seek(SeekFrom::Start(size.saturating_sub(SPAN).max(SPAN)))
+            .map_err(io)?;
         file.read_to_end(&mut buf).map_err(io)?;
         hasher.update(&buf);
     }
     let digest = hasher.finalize();
-    Ok(format!("sha256-size-head-tail:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(format!(
+        "sha256-size-head-tail:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
 }
 
 /// Writes `embeds` (`[text_len, dim]`, f32/bf16/f16, any device) with its prompt and encoder
 /// fingerprint. The file is written next to `path` and renamed into place, so a reader never
 /// sees half a cache.
-pub fn save(path: impl AsRef<Path>, prompt: &str, encoder: &str, embeds: &Tensor) -> Result<(), PromptCacheError> {
+pub fn save(
+    path: impl AsRef<Path>,
+    prompt: &str,
+    encoder: &str,
+    embeds: &Tensor,
+) -> Result<(), PromptCacheError> {
     let path = path.as_ref();
-    let tensor_err = |reason: String| PromptCacheError::Tensor { file: path.to_path_buf(), reason };
+    let tensor_err = |reason: String| PromptCacheError::Tensor {
+        file: path.to_path_buf(),
+        reason,
+    };
     let candle = |e: candle_core::Error| tensor_err(e.to_string());
     let (text_len, dim) = embeds
         .dims2()
@@ -106,11 +139,15 @@ pub fn save(path: impl AsRef<Path>, prompt: &str, encoder: &str, embeds: &Tensor
         return Err(tensor_err(format!("row {bad} is not finite")));
     }
     // Keep at least one row so the tensor is never empty.
-    let rows = row_mass.iter().rposition(|&m| m != 0.0).map_or(1, |last| last + 1);
+    let rows = row_mass
+        .iter()
+        .rposition(|&m| m != 0.0)
+        .map_or(1, |last| last + 1);
     let kept = embeds.narrow(0, 0, rows).map_err(candle)?;
     let (dtype, bytes) = tensor_bytes(&kept).map_err(tensor_err)?;
 
-    let view = TensorView::new(dtype, vec![rows, dim], &bytes).map_err(|e| tensor_err(e.to_string()))?;
+    let view =
+        TensorView::new(dtype, vec![rows, dim], &bytes).map_err(|e| tensor_err(e.to_string()))?;
     let metadata: HashMap<String, String> = [
         ("format", FORMAT.to_string()),
         ("version", VERSION.to_string()),
@@ -124,23 +161,45 @@ pub fn save(path: impl AsRef<Path>, prompt: &str, encoder: &str, embeds: &Tensor
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    safetensors::serialize_to_file([(TENSOR_NAME, view)], Some(metadata), &tmp)
-        .map_err(|e| PromptCacheError::Format { file: tmp.clone(), reason: e.to_string() })?;
-    std::fs::rename(&tmp, path).map_err(|source| PromptCacheError::Io { file: path.to_path_buf(), source })
+    safetensors::serialize_to_file([(TENSOR_NAME, view)], Some(metadata), &tmp).map_err(|e| {
+        PromptCacheError::Format {
+            file: tmp.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| PromptCacheError::Io {
+        file: path.to_path_buf(),
+        source,
+    })
 }
 
 fn tensor_bytes(t: &Tensor) -> Result<(StDtype, Vec<u8>), String> {
     let flat = t.flatten_all().map_err(|e| e.to_string())?;
     let err = |e: candle_core::Error| e.to_string();
     Ok(match t.dtype() {
-        DType::F32 => (StDtype::F32, flat.to_vec1::<f32>().map_err(err)?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        DType::F32 => (
+            StDtype::F32,
+            flat.to_vec1::<f32>()
+                .map_err(err)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
         DType::BF16 => (
             StDtype::BF16,
-            flat.to_vec1::<half::bf16>().map_err(err)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            flat.to_vec1::<half::bf16>()
+                .map_err(err)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         ),
         DType::F16 => (
             StDtype::F16,
-            flat.to_vec1::<half::f16>().map_err(err)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            flat.to_vec1::<half::f16>()
+                .map_err(err)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         ),
         other => return Err(format!("dtype {other:?}; expected f32, bf16 or f16")),
     })
@@ -151,19 +210,33 @@ fn tensor_bytes(t: &Tensor) -> Result<(StDtype, Vec<u8>), String> {
 pub fn read(path: impl AsRef<Path>, device: &Device) -> Result<PromptEmbedding, PromptCacheError> {
     let path = path.as_ref();
     let file = || path.to_path_buf();
-    let bytes = std::fs::read(path).map_err(|source| PromptCacheError::Io { file: file(), source })?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| PromptCacheError::Format { file: file(), reason: e.to_string() })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| PromptCacheError::Format { file: file(), reason: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| PromptCacheError::Io {
+        file: file(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| PromptCacheError::Format {
+        file: file(),
+        reason: e.to_string(),
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| PromptCacheError::Format {
+        file: file(),
+        reason: e.to_string(),
+    })?;
     let empty = HashMap::new();
     let meta = header.metadata().as_ref().unwrap_or(&empty);
     let field = |name: &'static str| -> Result<&String, PromptCacheError> {
-        meta.get(name).ok_or_else(|| PromptCacheError::Field { file: file(), field: name, reason: "missing".into() })
+        meta.get(name).ok_or_else(|| PromptCacheError::Field {
+            file: file(),
+            field: name,
+            reason: "missing".into(),
+        })
     };
     let format = field("format")?;
     if format != FORMAT {
-        return Err(PromptCacheError::Format { file: file(), reason: format!("format is {format:?}, expected {FORMAT:?}") });
+        return Err(PromptCacheError::Format {
+            file: file(),
+            reason: format!("format is {format:?}, expected {FORMAT:?}"),
+        });
     }
     let version = field("version")?;
     if version != VERSION {
@@ -175,28 +248,45 @@ pub fn read(path: impl AsRef<Path>, device: &Device) -> Result<PromptEmbedding, 
     }
     let prompt = field("prompt")?.clone();
     let encoder = field("encoder")?.clone();
-    let text_len: usize = field("text_len")?.parse().map_err(|e| PromptCacheError::Field {
-        file: file(),
-        field: "text_len",
-        reason: format!("{e}"),
-    })?;
+    let text_len: usize = field("text_len")?
+        .parse()
+        .map_err(|e| PromptCacheError::Field {
+            file: file(),
+            field: "text_len",
+            reason: format!("{e}"),
+        })?;
 
-    let tensor_err = |reason: String| PromptCacheError::Tensor { file: file(), reason };
-    let view = st.tensor(TENSOR_NAME).map_err(|e| tensor_err(e.to_string()))?;
+    let tensor_err = |reason: String| PromptCacheError::Tensor {
+        file: file(),
+        reason,
+    };
+    let view = st
+        .tensor(TENSOR_NAME)
+        .map_err(|e| tensor_err(e.to_string()))?;
     let dtype = match view.dtype() {
         StDtype::F32 => DType::F32,
         StDtype::BF16 => DType::BF16,
         StDtype::F16 => DType::F16,
-        other => return Err(tensor_err(format!("dtype {other:?}; expected F32, BF16 or F16"))),
+        other => {
+            return Err(tensor_err(format!(
+                "dtype {other:?}; expected F32, BF16 or F16"
+            )))
+        }
     };
     let &[rows, dim] = view.shape() else {
-        return Err(tensor_err(format!("shape {:?}; expected [rows, dim]", view.shape())));
+        return Err(tensor_err(format!(
+            "shape {:?}; expected [rows, dim]",
+            view.shape()
+        )));
     };
     if rows == 0 || dim == 0 || rows > text_len {
-        return Err(tensor_err(format!("shape [{rows}, {dim}] does not fit text_len {text_len}")));
+        return Err(tensor_err(format!(
+            "shape [{rows}, {dim}] does not fit text_len {text_len}"
+        )));
     }
     let candle = |e: candle_core::Error| tensor_err(e.to_string());
-    let stored = Tensor::from_raw_buffer(view.data(), dtype, &[rows, dim], &Device::Cpu).map_err(candle)?;
+    let stored =
+        Tensor::from_raw_buffer(view.data(), dtype, &[rows, dim], &Device::Cpu).map_err(candle)?;
     let embeds = if rows < text_len {
         let zeros = Tensor::zeros((text_len - rows, dim), dtype, &Device::Cpu).map_err(candle)?;
         Tensor::cat(&[&stored, &zeros], 0).map_err(candle)?
@@ -204,12 +294,21 @@ pub fn read(path: impl AsRef<Path>, device: &Device) -> Result<PromptEmbedding, 
         stored
     };
     let embeds = embeds.to_device(device).map_err(candle)?;
-    Ok(PromptEmbedding { prompt, encoder, embeds })
+    Ok(PromptEmbedding {
+        prompt,
+        encoder,
+        embeds,
+    })
 }
 
 /// The cached `[text_len, dim]` embedding of `prompt` by the encoder with fingerprint `encoder`;
 /// an error naming the file when the cache was made for another prompt or encoder.
-pub fn load(path: impl AsRef<Path>, prompt: &str, encoder: &str, device: &Device) -> Result<Tensor, PromptCacheError> {
+pub fn load(
+    path: impl AsRef<Path>,
+    prompt: &str,
+    encoder: &str,
+    device: &Device,
+) -> Result<Tensor, PromptCacheError> {
     let path = path.as_ref();
     let cached = read(path, device)?;
     if clean_prompt(&cached.prompt) != clean_prompt(prompt) {

@@ -48,7 +48,11 @@ impl From<Umt5Error> for candle_core::Error {
 }
 
 fn bad_input(input: &'static str, reason: impl Into<String>) -> candle_core::Error {
-    Umt5Error::InvalidInput { input, reason: reason.into() }.into()
+    Umt5Error::InvalidInput {
+        input,
+        reason: reason.into(),
+    }
+    .into()
 }
 
 /// Sequence length LiveTalk pads prompt embeddings to (Wan2.1's `text_len`).
@@ -107,16 +111,29 @@ impl Umt5Config {
             }
         }
         if self.dim_attn % self.num_heads != 0 {
-            return bad("dim_attn", format!("{} is not a multiple of num_heads {}", self.dim_attn, self.num_heads));
+            return bad(
+                "dim_attn",
+                format!(
+                    "{} is not a multiple of num_heads {}",
+                    self.dim_attn, self.num_heads
+                ),
+            );
         }
         // Bidirectional buckets: half per direction, half of those exact distances.
         if self.num_buckets < 4 || self.num_buckets % 2 != 0 {
-            return bad("num_buckets", format!("{} must be even and at least 4", self.num_buckets));
+            return bad(
+                "num_buckets",
+                format!("{} must be even and at least 4", self.num_buckets),
+            );
         }
         if self.max_distance <= self.num_buckets / 4 {
             return bad(
                 "max_distance",
-                format!("{} must exceed the exact range num_buckets/4 = {}", self.max_distance, self.num_buckets / 4),
+                format!(
+                    "{} must exceed the exact range num_buckets/4 = {}",
+                    self.max_distance,
+                    self.num_buckets / 4
+                ),
             );
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
@@ -128,7 +145,9 @@ impl Umt5Config {
     /// Reads a JSON config; errors name the file.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let err = |reason: String| candle_core::Error::Msg(format!("umt5 config {}: {reason}", path.display()));
+        let err = |reason: String| {
+            candle_core::Error::Msg(format!("umt5 config {}: {reason}", path.display()))
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let cfg: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         cfg.validate().map_err(|e| err(e.to_string()))?;
@@ -169,7 +188,8 @@ pub fn relative_position_bucket(rel: i64, num_buckets: usize, max_distance: usiz
     if n < max_exact {
         return base + n;
     }
-    let log_ratio = (n as f64 / max_exact as f64).ln() / (max_distance as f64 / max_exact as f64).ln();
+    let log_ratio =
+        (n as f64 / max_exact as f64).ln() / (max_distance as f64 / max_exact as f64).ln();
     let large = max_exact + (log_ratio * (half - max_exact) as f64) as usize;
     base + large.min(half - 1)
 }
@@ -195,7 +215,9 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(dim, "weight")?, eps })
+        // A freshly built (random) model starts at the identity scale; loading ignores the hint.
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+        Ok(Self { weight, eps })
     }
 
     pub fn from_weight(weight: Tensor, eps: f64) -> Self {
@@ -206,8 +228,12 @@ impl RmsNorm {
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let xf = x.to_dtype(DType::F32)?;
-        let inv_rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
-        xf.broadcast_mul(&inv_rms)?.to_dtype(self.weight.dtype())?.broadcast_mul(&self.weight)
+        let inv_rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()?;
+        xf.broadcast_mul(&inv_rms)?
+            .to_dtype(self.weight.dtype())?
+            .broadcast_mul(&self.weight)
     }
 }
 
@@ -242,12 +268,17 @@ impl Attention {
         let (b, l, _) = x.dims3()?;
         let heads = |t: Tensor| -> Result<Tensor> {
             let c = t.dim(2)? / self.num_heads;
-            t.reshape((b, l, self.num_heads, c))?.transpose(1, 2)?.contiguous()
+            t.reshape((b, l, self.num_heads, c))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = heads(self.q.forward(x)?)?;
         let k = heads(self.k.forward(x)?)?;
         let v = heads(self.v.forward(x)?)?;
-        let logits = q.matmul(&k.t()?)?.to_dtype(DType::F32)?.broadcast_add(bias)?;
+        let logits = q
+            .matmul(&k.t()?)?
+            .to_dtype(DType::F32)?
+            .broadcast_add(bias)?;
         let attn = candle_nn::ops::softmax_last_dim(&logits)?.to_dtype(v.dtype())?;
         let y = attn.matmul(&v)?.transpose(1, 2)?.contiguous()?;
         let (_, _, h, c) = y.dims4()?;
@@ -299,14 +330,22 @@ impl Block {
             attn: Attention::new(cfg, vb.pp("attn"))?,
             norm2: RmsNorm::new(cfg.dim, cfg.eps, vb.pp("norm2"))?,
             ffn: FeedForward::new(cfg, vb.pp("ffn"))?,
-            pos_embedding: candle_nn::embedding(cfg.num_buckets, cfg.num_heads, vb.pp("pos_embedding.embedding"))?,
+            pos_embedding: candle_nn::embedding(
+                cfg.num_buckets,
+                cfg.num_heads,
+                vb.pp("pos_embedding.embedding"),
+            )?,
         })
     }
 
     /// `buckets`: `[L, L]` u32; `mask_bias`: `[B, 1, 1, L]` float32 (0 or a huge negative).
     fn forward(&self, x: &Tensor, buckets: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
         // [L, L, H] -> [1, H, L, L]
-        let pos = self.pos_embedding.forward(buckets)?.permute((2, 0, 1))?.unsqueeze(0)?;
+        let pos = self
+            .pos_embedding
+            .forward(buckets)?
+            .permute((2, 0, 1))?
+            .unsqueeze(0)?;
         let bias = pos.to_dtype(DType::F32)?.broadcast_add(mask_bias)?;
         let x = fp16_clamp(&(x + self.attn.forward(&self.norm1.forward(x)?, &bias)?)?)?;
         fp16_clamp(&(&x + self.ffn.forward(&self.norm2.forward(&x)?)?)?)
@@ -318,7 +357,12 @@ fn fp16_clamp(x: &Tensor) -> Result<Tensor> {
     if x.dtype() != DType::F16 {
         return Ok(x.clone());
     }
-    let max_abs = x.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    let max_abs = x
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
     if max_abs.is_infinite() {
         let limit = f64::from(half::f16::MAX.to_f32()) - 1000.0;
         x.clamp(-limit, limit)
@@ -341,7 +385,8 @@ pub struct Umt5Encoder {
 impl Umt5Encoder {
     pub fn new(cfg: &Umt5Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let token_embedding = candle_nn::embedding(cfg.vocab_size, cfg.dim, vb.pp("token_embedding"))?;
+        let token_embedding =
+            candle_nn::embedding(cfg.vocab_size, cfg.dim, vb.pp("token_embedding"))?;
         let blocks = (0..cfg.num_layers)
             .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -367,11 +412,18 @@ impl Umt5Encoder {
     ) -> Result<Self> {
         let checkpoint = Checkpoint::open(path).map_err(candle_core::Error::wrap)?;
         if let Some(manifest) = manifest {
-            let expected = cfg.expected_layout(manifest).map_err(|reason| Umt5Error::InvalidConfig {
-                field: "dim",
-                reason: format!("cannot map onto the manifest {}: {reason}", manifest.path.display()),
-            })?;
-            checkpoint.validate(&expected).map_err(candle_core::Error::wrap)?;
+            let expected =
+                cfg.expected_layout(manifest)
+                    .map_err(|reason| Umt5Error::InvalidConfig {
+                        field: "dim",
+                        reason: format!(
+                            "cannot map onto the manifest {}: {reason}",
+                            manifest.path.display()
+                        ),
+                    })?;
+            checkpoint
+                .validate(&expected)
+                .map_err(candle_core::Error::wrap)?;
         }
         Self::new(cfg, checkpoint.var_builder(dtype, device))
     }
@@ -392,7 +444,12 @@ impl Umt5Encoder {
     /// Returns `[B, L, dim]` in the weights' dtype. Rows of padded positions are computed (they
     /// attend to the real tokens) but meaningless; see [`zero_padding`].
     pub fn forward(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, l) = ids.dims2().map_err(|_| bad_input("ids", format!("expected [batch, len], got {:?}", ids.dims())))?;
+        let (b, l) = ids.dims2().map_err(|_| {
+            bad_input(
+                "ids",
+                format!("expected [batch, len], got {:?}", ids.dims()),
+            )
+        })?;
         if b == 0 || l == 0 {
             return Err(bad_input("ids", format!("empty shape {:?}", ids.dims())));
         }
@@ -413,10 +470,16 @@ impl Umt5Encoder {
     /// zero rows after them, `[text_len, dim]`.
     pub fn encode_ids(&self, ids: &[u32], text_len: usize) -> Result<Tensor> {
         if ids.is_empty() {
-            return Err(bad_input("ids", "no tokens (a tokenized prompt holds at least </s>)"));
+            return Err(bad_input(
+                "ids",
+                "no tokens (a tokenized prompt holds at least </s>)",
+            ));
         }
         if ids.len() > text_len {
-            return Err(bad_input("ids", format!("{} tokens exceed text_len {text_len}", ids.len())));
+            return Err(bad_input(
+                "ids",
+                format!("{} tokens exceed text_len {text_len}", ids.len()),
+            ));
         }
         let t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
         let out = self.forward(&t, None)?.squeeze(0)?;
@@ -425,12 +488,28 @@ impl Umt5Encoder {
 
     fn checked_ids(&self, ids: &Tensor) -> Result<Tensor> {
         let values: Vec<i64> = match ids.dtype() {
-            DType::U8 | DType::U32 | DType::I64 => ids.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?,
-            other => return Err(bad_input("ids", format!("token ids must be integers, got {other:?}"))),
+            DType::U8 | DType::U32 | DType::I64 => {
+                ids.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?
+            }
+            other => {
+                return Err(bad_input(
+                    "ids",
+                    format!("token ids must be integers, got {other:?}"),
+                ))
+            }
         };
         let vocab = self.cfg.vocab_size as i64;
-        if let Some((pos, id)) = values.iter().enumerate().find(|(_, &v)| v < 0 || v >= vocab) {
-            return Err(bad_input("ids", format!("token id {id} at flat position {pos} is outside the vocabulary 0..{vocab}")));
+        if let Some((pos, id)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v < 0 || v >= vocab)
+        {
+            return Err(bad_input(
+                "ids",
+                format!(
+                    "token id {id} at flat position {pos} is outside the vocabulary 0..{vocab}"
+                ),
+            ));
         }
         ids.to_device(&self.device)?.to_dtype(DType::U32)
     }
@@ -439,10 +518,16 @@ impl Umt5Encoder {
     /// (after softmax exactly zero weight, while a fully masked row stays finite).
     fn mask_bias(&self, mask: &Tensor, (b, l): (usize, usize)) -> Result<Tensor> {
         if mask.dims() != [b, l] {
-            return Err(bad_input("mask", format!("shape {:?} does not match ids [{b}, {l}]", mask.dims())));
+            return Err(bad_input(
+                "mask",
+                format!("shape {:?} does not match ids [{b}, {l}]", mask.dims()),
+            ));
         }
         let keep: Vec<f32> = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let bias: Vec<f32> = keep.iter().map(|&m| if m != 0.0 { 0.0 } else { f32::MIN }).collect();
+        let bias: Vec<f32> = keep
+            .iter()
+            .map(|&m| if m != 0.0 { 0.0 } else { f32::MIN })
+            .collect();
         Tensor::from_vec(bias, (b, 1, 1, l), &self.device)
     }
 }
@@ -462,7 +547,14 @@ fn pad_rows(x: &Tensor, text_len: usize) -> Result<Tensor> {
 pub fn zero_padding(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let (b, l, _) = hidden.dims3()?;
     if mask.dims() != [b, l] {
-        return Err(bad_input("mask", format!("shape {:?} does not match hidden {:?}", mask.dims(), hidden.dims())));
+        return Err(bad_input(
+            "mask",
+            format!(
+                "shape {:?} does not match hidden {:?}",
+                mask.dims(),
+                hidden.dims()
+            ),
+        ));
     }
     let rows: Vec<Vec<f32>> = mask.to_dtype(DType::F32)?.to_vec2()?;
     let keep: Vec<f32> = rows
@@ -518,7 +610,12 @@ fn ftfy_subset(text: &str) -> String {
             '\u{2bc}' | '\u{2018}'..='\u{201b}' => out.push('\''),
             '\u{201c}'..='\u{201f}' => out.push('"'),
             // control characters other than whitespace, byte-order marks, interlinear annotations
-            '\u{0}'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1b}' | '\u{7f}' | '\u{feff}' | '\u{fff9}'..='\u{fffc}' => {}
+            '\u{0}'..='\u{8}'
+            | '\u{b}'
+            | '\u{e}'..='\u{1b}'
+            | '\u{7f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffc}' => {}
             _ => out.push(c),
         }
     }
@@ -564,7 +661,11 @@ fn unescape_html(text: &str) -> String {
                     Some(hex) => u32::from_str_radix(hex, 16).ok(),
                     None => num.parse::<u32>().ok(),
                 };
-                code.map(|c| char::from_u32(c).filter(|&c| c != '\0').unwrap_or('\u{fffd}'))
+                code.map(|c| {
+                    char::from_u32(c)
+                        .filter(|&c| c != '\0')
+                        .unwrap_or('\u{fffd}')
+                })
             } else {
                 NAMED.iter().find(|(n, _)| *n == name).map(|&(_, c)| c)
             };
@@ -616,11 +717,19 @@ mod tokenizer {
 
         /// Wraps a tokenizer built in memory; `origin` names it in errors.
         pub fn from_tokenizer(mut inner: Tokenizer, origin: &str) -> Result<Self> {
-            let fail = |reason: String| Umt5Error::Tokenizer { file: origin.to_string(), reason };
+            let fail = |reason: String| Umt5Error::Tokenizer {
+                file: origin.to_string(),
+                reason,
+            };
             // Padding and truncation are ours (per call); the file's own settings would fight them.
             inner.with_padding(None);
-            inner.with_truncation(None).map_err(|e| fail(e.to_string()))?;
-            Ok(Self { inner, origin: origin.to_string() })
+            inner
+                .with_truncation(None)
+                .map_err(|e| fail(e.to_string()))?;
+            Ok(Self {
+                inner,
+                origin: origin.to_string(),
+            })
         }
 
         pub fn inner(&self) -> &Tokenizer {
@@ -630,25 +739,44 @@ mod tokenizer {
         /// Token ids of the cleaned `text` with special tokens, at most `text_len` of them (the
         /// text is cut, the trailing `</s>` kept, as transformers' `truncation=True` does).
         pub fn encode(&self, text: &str, text_len: usize) -> Result<Vec<u32>> {
-            let fail = |reason: String| Umt5Error::Tokenizer { file: self.origin.clone(), reason };
-            let added = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
+            let fail = |reason: String| Umt5Error::Tokenizer {
+                file: self.origin.clone(),
+                reason,
+            };
+            let added = self
+                .inner
+                .get_post_processor()
+                .map_or(0, |p| p.added_tokens(false));
             if text_len <= added {
                 return Err(Umt5Error::InvalidInput {
                     input: "text_len",
-                    reason: format!("{text_len} leaves no room for text next to {added} special tokens"),
+                    reason: format!(
+                        "{text_len} leaves no room for text next to {added} special tokens"
+                    ),
                 }
                 .into());
             }
-            let mut encoding = self.inner.encode(clean_prompt(text).as_str(), false).map_err(|e| fail(e.to_string()))?;
+            let mut encoding = self
+                .inner
+                .encode(clean_prompt(text).as_str(), false)
+                .map_err(|e| fail(e.to_string()))?;
             encoding.truncate(text_len - added, 0, TruncationDirection::Right);
-            let encoding = self.inner.post_process(encoding, None, true).map_err(|e| fail(e.to_string()))?;
+            let encoding = self
+                .inner
+                .post_process(encoding, None, true)
+                .map_err(|e| fail(e.to_string()))?;
             Ok(encoding.get_ids().to_vec())
         }
     }
 
     /// The prompt embedding LiveTalk conditions on: `[text_len, dim]`, the encoder output of
     /// the prompt's tokens followed by zero rows (Wan's `WanTextEncoder` for one prompt).
-    pub fn encode_prompt(tokenizer: &Umt5Tokenizer, encoder: &Umt5Encoder, text: &str, text_len: usize) -> Result<Tensor> {
+    pub fn encode_prompt(
+        tokenizer: &Umt5Tokenizer,
+        encoder: &Umt5Encoder,
+        text: &str,
+        text_len: usize,
+    ) -> Result<Tensor> {
         let ids = tokenizer.encode(text, text_len)?;
         encoder.encode_ids(&ids, text_len)
     }
