@@ -4,6 +4,21 @@
 //! a reader. Sinks read the newest frame at their own rate, repeating it when nothing new came
 //! (30 fps camera from a 16 fps model), and may skip frames when they are slow. Sinks say
 //! whether anyone is watching them, so the engine can pause when nobody is.
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use livetalk_core::{FrameBus, PixelFormat, VideoFrame};
+//!
+//! let bus = FrameBus::new();
+//! let camera = bus.subscribe(); // a sink, on its own thread in real use
+//! let frame = VideoFrame::solid(64, 36, PixelFormat::Rgba, [0, 0, 0], Duration::ZERO)?;
+//! let seq = bus.publish(Arc::new(frame)); // the engine: never waits
+//! let (seen, newest) = camera.wait_newer(0, Duration::from_millis(40)).expect("a frame");
+//! assert_eq!((seen, newest.width), (seq, 64));
+//! camera.set_watching(false); // no reader on the device: the engine may idle
+//! assert_eq!(bus.watcher_count(), 0);
+//! # Ok::<(), livetalk_core::Error>(())
+//! ```
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

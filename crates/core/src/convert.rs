@@ -20,6 +20,18 @@
 //! pass over the pixels with integer fixed-point arithmetic (16 fractional bits), no allocation
 //! besides the output frame (none with [`convert_into`] or [`convert_buffer`]), and no floats
 //! per pixel.
+//!
+//! ```
+//! use std::time::Duration;
+//! use livetalk_core::frame::{ColorSpec, PixelFormat, VideoFrame};
+//!
+//! let rgb = VideoFrame::solid(1280, 720, PixelFormat::Rgb24, [255, 0, 0], Duration::ZERO)?;
+//! // Once per stream: a camera frame whose buffer is reused for every conversion.
+//! let mut camera = VideoFrame::zeroed(1280, 720, PixelFormat::Yuyv, Duration::ZERO)?;
+//! livetalk_core::convert::convert_into(&rgb, &mut camera, ColorSpec::BT601_LIMITED)?;
+//! assert_eq!(&camera.data[..4], &[81, 90, 81, 240]); // BT.601 limited red: Y 81, Cb 90, Cr 240
+//! # Ok::<(), livetalk_core::Error>(())
+//! ```
 
 mod coeffs;
 mod layout;

@@ -36,7 +36,7 @@ use crate::look::{AvatarLook, Rgb};
 
 mod hotkey;
 
-pub use hotkey::Hotkey;
+pub use hotkey::{Hotkey, NAMED_KEYS};
 
 /// The espeak-ng voice used when a preset names none.
 pub const DEFAULT_VOICE: &str = "en-us";
