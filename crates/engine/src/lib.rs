@@ -2,3 +2,6 @@
 
 pub mod generator;
 pub mod avatar;
+pub mod engine;
+pub mod service;
+pub mod timeline;
