@@ -1,0 +1,96 @@
+#!/bin/bash
+# pipewire-camera.sh -- livetalk's PipeWire camera node against real consumers, no kernel module.
+#
+# Starts pipewire and wireplumber in user space (a private XDG_RUNTIME_DIR and D-Bus session),
+# runs `livetalk-vcam-test pipewire` (the real frame bus, pump and PipeWireCamera publishing the
+# test pattern as node "livetalk", media.class=Video/Source, media.role=Camera), and checks:
+#   the node's properties (pw-dump); GStreamer's pipewiresrc linked to it receives the pattern in
+#   YUYV and I420 (exact BT.601 values, frame numbers advancing); ffmpeg reads it through
+#   pw-v4l2; the stand-in engine pauses while no consumer is linked and resumes for one.
+# Installs its Debian packages when run as root. Prints "N passed, N failed"; exit 0 = all passed.
+#   KEEP_WORK=1 keeps the work folder (logs, captured frames)
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CHECK=$REPO/tests/vm/guest/check_frames.py
+
+if [ "${1:-}" != --inner ]; then
+  need=""
+  for p in pipewire pipewire-bin wireplumber pipewire-v4l2 gstreamer1.0-pipewire gstreamer1.0-tools \
+           gstreamer1.0-plugins-base dbus libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev pkg-config ffmpeg python3; do
+    dpkg -s $p >/dev/null 2>&1 || need="$need $p"
+  done
+  if [ -n "$need" ]; then
+    echo "installing:$need"
+    [ -n "$(find /var/lib/apt/lists -name '*Packages*' -newermt '-1 day' 2>/dev/null | head -1)" ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null || exit 1
+  fi
+  (cd "$REPO" && cargo build -q --release -p livetalk-vcam --features pipewire --bin livetalk-vcam-test) || exit 1
+  exec dbus-run-session -- "$0" --inner
+fi
+
+VT=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk-vcam-test
+OUT=$(mktemp -d /tmp/livetalk-pw.XXXXXX)
+export XDG_RUNTIME_DIR=$OUT/rt; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+PASSED=0; FAILED=0; FAILED_NAMES=""
+pass() { PASSED=$((PASSED+1)); echo "PASS $1"; }
+fail() { FAILED=$((FAILED+1)); FAILED_NAMES="$FAILED_NAMES $1"; echo "FAIL $1: $2"; }
+expect() { n=$1; shift; if "$@" >"$OUT/$n.out" 2>&1; then pass "$n"; cat "$OUT/$n.out" | tail -3; else fail "$n" "$(tail -5 "$OUT/$n.out")"; fi; }
+PIDS=""
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+pipewire >"$OUT/pipewire.log" 2>&1 & PIDS="$PIDS $!"
+i=0; until pw-cli info 0 >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 50 ] && { echo "pipewire did not start"; cat "$OUT/pipewire.log"; exit 1; }; sleep 0.2; done
+wireplumber >"$OUT/wireplumber.log" 2>&1 & PIDS="$PIDS $!"
+sleep 1
+
+# start_writer NAME FORMAT: the node with the test pattern at 640x360
+start_writer() {
+  WLOG=$OUT/writer-$1.log
+  "$VT" pipewire --node-name livetalk --size 640x360 --format "$2" >"$WLOG" 2>&1 &
+  WPID=$!
+  i=0; until pw-dump 2>/dev/null | grep -q '"node.name": "livetalk"'; do
+    i=$((i+1)); [ $i -gt 50 ] && return 1; kill -0 $WPID 2>/dev/null || return 1; sleep 0.2; done
+}
+stop_writer() {
+  kill -TERM "$WPID"; wait "$WPID"; rc=$?
+  if [ $rc = 0 ] && grep -q '^STATS' "$WLOG" && ! grep -q '^ERROR' "$WLOG"; then pass "$1"
+  else fail "$1" "writer rc=$rc: $(grep -E '^(STATS|ERROR)' "$WLOG")"; fi
+}
+wait_log() { i=0; until [ "$(grep -c "$1" "$WLOG")" -ge "$2" ]; do i=$((i+1)); [ $i -gt 50 ] && return 1; sleep 0.2; done; }
+
+node_props() {
+  pw-dump | python3 -c '
+import json, sys
+nodes = [o for o in json.load(sys.stdin) if o.get("type") == "PipeWire:Interface:Node"
+         and o["info"]["props"].get("node.name") == "livetalk"]
+assert len(nodes) == 1, f"{len(nodes)} nodes named livetalk"
+p = nodes[0]["info"]["props"]
+print({k: p.get(k) for k in ("media.class", "media.role", "node.description")})
+assert p.get("media.class") == "Video/Source" and p.get("media.role") == "Camera", p'
+}
+
+for fmt in yuyv i420; do
+  caps=$([ $fmt = yuyv ] && echo YUY2 || echo I420)
+  echo "== $fmt node t=${SECONDS}s"
+  if ! start_writer $fmt $fmt; then fail "$fmt-node-appears" "$(cat "$WLOG")"; continue; fi
+  pass "$fmt-node-appears"
+  expect "$fmt-node-properties" node_props
+  expect "$fmt-engine-paused-without-consumer" wait_log 'ENGINE paused' 1
+  expect "$fmt-gst-pipewiresrc" sh -c "timeout 60 gst-launch-1.0 -q pipewiresrc target-object=livetalk num-buffers=45 ! \
+      video/x-raw,format=$caps,width=640,height=360 ! filesink location=$OUT/gst-$fmt.raw && \
+      python3 $CHECK raw $OUT/gst-$fmt.raw $fmt 640 360 --min-frames 45 --progress"
+  expect "$fmt-engine-resumed-for-consumer" sh -c "grep -q 'DEMAND watching' $WLOG && grep -q 'ENGINE resumed' $WLOG"
+  expect "$fmt-engine-paused-after-consumer" wait_log 'ENGINE paused' 2
+  if [ $fmt = yuyv ]; then
+    expect ffmpeg-through-pw-v4l2 sh -c "timeout 60 pw-v4l2 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video0 \
+        -frames:v 3 -f rawvideo -pix_fmt rgb24 -y $OUT/ffmpeg.rgb && python3 $CHECK rgb $OUT/ffmpeg.rgb 640 360 6"
+  fi
+  grep -E '^(OPENED|DEMAND|ENGINE)' "$WLOG" | tail -n 8
+  stop_writer "$fmt-writer-clean-exit"
+done
+
+echo "$PASSED passed, $FAILED failed${FAILED_NAMES:+ (failed:$FAILED_NAMES)}"
+if [ $FAILED = 0 ] && [ "${KEEP_WORK:-0}" != 1 ]; then rm -rf "$OUT"; else echo "logs in $OUT"; fi
+[ $FAILED = 0 ]
