@@ -4,6 +4,7 @@
 mod avi;
 mod cmd_bench;
 mod cmd_demo;
+mod cmd_dev;
 mod cmd_persona;
 mod drive;
 mod presets;
@@ -34,6 +35,9 @@ enum Command {
     Persona(cmd_persona::PersonaCommand),
     /// Measure engine speed (frames per second) on this machine.
     Bench(cmd_bench::BenchArgs),
+    /// Developer tools (parity checks against reference fixtures).
+    #[command(subcommand)]
+    Dev(cmd_dev::DevCommand),
 }
 
 /// Options shared by commands that pick a persona.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_demo::run(args),
         Command::Persona(cmd) => cmd_persona::persona(cmd),
         Command::Bench(args) => cmd_bench::bench(args),
+        Command::Dev(cmd) => cmd_dev::dev(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
 //! Engines behind one interface.
 
 pub mod generator;
+pub mod parity;
+pub mod pipeline;
 pub mod avatar;
 pub mod engine;
 pub mod service;
