@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The test command: installs the system packages the tests use as real consumers
-# (ffmpeg decodes the demo file; espeak-ng speaks), then runs every test of the workspace.
+# (ffmpeg decodes the demo file; espeak-ng speaks; Xvfb hosts the preview window), then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v Xvfb >/dev/null || need+=(xvfb)
 if [ ${#need[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"

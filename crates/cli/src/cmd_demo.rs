@@ -1,4 +1,4 @@
-//! `livetalk demo`: render a persona speaking into a video file; `livetalk run`: the live preview.
+//! `livetalk demo`: render a persona speaking into a video file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,16 +34,6 @@ pub struct DemoArgs {
     /// Seed for blinks and head motion (the same seed gives the same video).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-}
-
-#[derive(clap::Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub persona: PersonaArgs,
-    #[arg(long, conflicts_with = "audio")]
-    pub text: Option<String>,
-    #[arg(long)]
-    pub audio: Option<PathBuf>,
 }
 
 pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -214,9 +204,4 @@ impl OutputTarget {
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
-}
-
-pub fn run(args: RunArgs) -> Result<()> {
-    let _ = args;
-    bail!("`livetalk run` is not wired yet")
 }

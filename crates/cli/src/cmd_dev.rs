@@ -24,6 +24,9 @@ pub struct ParityArgs {
     /// Precision of weights and activations (bf16 is held to the tolerances of docs/PARITY.md).
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
+    /// Also print one line per compared tensor under each fixture.
+    #[arg(long)]
+    pub tensors: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +72,11 @@ fn parity_cmd(args: ParityArgs) -> anyhow::Result<()> {
         }
         let report = parity::run_fixture(&args.dir, name, &opts);
         println!("{}", report.line());
+        if args.tensors {
+            for line in report.tensor_lines() {
+                println!("{line}");
+            }
+        }
         ran += 1;
         if !report.passed() {
             failed += 1;

@@ -6,6 +6,7 @@ mod cmd_bench;
 mod cmd_demo;
 mod cmd_dev;
 mod cmd_persona;
+mod cmd_run;
 mod drive;
 mod presets;
 
@@ -29,7 +30,7 @@ enum Command {
     /// Render the persona speaking into a video file (AVI: Motion-JPEG + PCM audio).
     Demo(cmd_demo::DemoArgs),
     /// Show the live avatar in a preview window, driven by a file or TTS.
-    Run(cmd_demo::RunArgs),
+    Run(cmd_run::RunArgs),
     /// List and inspect persona presets.
     #[command(subcommand)]
     Persona(cmd_persona::PersonaCommand),
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Demo(args) => cmd_demo::demo(args),
-        Command::Run(args) => cmd_demo::run(args),
+        Command::Run(args) => cmd_run::run(args),
         Command::Persona(cmd) => cmd_persona::persona(cmd),
         Command::Bench(args) => cmd_bench::bench(args),
         Command::Dev(cmd) => cmd_dev::dev(cmd),

@@ -1,0 +1,114 @@
+//! `livetalk run`: the live avatar. The engine service renders on its own threads and publishes
+//! to the frame bus; this command feeds it audio (a file, TTS, or the default greeting) and shows
+//! the bus in a preview window. Sinks (camera, OBS) attach to the same bus.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use livetalk_core::frame::{ColorSpec, PixelFormat};
+use livetalk_core::FrameBus;
+use livetalk_engine::service::{CpuAvatarEngine, EngineOptions, EngineService};
+
+use crate::{drive, presets, PersonaArgs};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub persona: PersonaArgs,
+    /// Text the avatar speaks at start (espeak-ng).
+    #[arg(long, conflicts_with = "audio")]
+    pub text: Option<String>,
+    /// An audio file that drives the avatar (played in real time).
+    #[arg(long)]
+    pub audio: Option<PathBuf>,
+    /// No preview window (the avatar still runs for the other sinks).
+    #[arg(long)]
+    pub no_preview: bool,
+    /// Stop after this many seconds (default: until the window is closed or Ctrl+C).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Seed for blinks and head motion.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let lib = presets::library(&args.persona.preset_dirs)?;
+    let persona = lib.get(&args.persona.persona)?.clone();
+    let drive = drive::resolve(args.text.as_deref(), args.audio.as_deref(), &persona.voice)?;
+    if !args.no_preview && std::env::var_os("DISPLAY").is_none() {
+        bail!("no X display for the preview window (DISPLAY is not set): run with --no-preview, or under a desktop session");
+    }
+
+    let bus = FrameBus::new();
+    let mut options = EngineOptions::live();
+    options.speech = livetalk_audio::tts::Espeak::find()
+        .map(|e| Arc::new(e) as Arc<dyn livetalk_engine::service::SpeechSynth>);
+    let handle = EngineService::start(Box::new(CpuAvatarEngine::new(args.seed)), persona.clone(), bus.clone(), options)
+        .context("starting the engine")?;
+    let control = handle.control();
+    control.push_audio(&drive.engine.samples).context("feeding the audio")?;
+    eprintln!(
+        "livetalk: persona {} on the {} engine, driven by {}{}",
+        persona.name,
+        control.status().engine,
+        drive.description,
+        if args.no_preview { "" } else { " — close the window or press Esc to stop" }
+    );
+
+    let deadline = args.seconds.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let result = if args.no_preview {
+        let subscriber = bus.subscribe();
+        let mut seq = 0;
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Ok(());
+            }
+            if let Some((s, _)) = subscriber.wait_newer(seq, Duration::from_millis(200)) {
+                seq = s;
+            }
+        }
+    } else {
+        preview(&bus, &persona.display_name, deadline)
+    };
+    let status = control.status();
+    handle.stop().context("stopping the engine")?;
+    eprintln!("livetalk: stopped ({} frames rendered)", status.frames_rendered);
+    result
+}
+
+/// A preview window at the frame size (resizable), refreshed at 30 fps from the bus.
+fn preview(bus: &FrameBus, title: &str, deadline: Option<Instant>) -> Result<()> {
+    let subscriber = bus.subscribe();
+    let first = subscriber
+        .wait_newer(0, Duration::from_secs(10))
+        .map(|(_, f)| f)
+        .context("the engine published no frame within 10 s")?;
+    let (w, h) = (first.width as usize, first.height as usize);
+    let mut window = minifb::Window::new(
+        &format!("livetalk — {title}"),
+        w,
+        h,
+        minifb::WindowOptions { resize: true, scale_mode: minifb::ScaleMode::AspectRatioStretch, ..Default::default() },
+    )
+    .context("opening the preview window")?;
+    window.set_target_fps(30);
+    let mut pixels = vec![0u32; w * h];
+    while window.is_open() && !window.is_key_down(minifb::Key::Escape) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if let Some((_, frame)) = subscriber.latest() {
+            if frame.width as usize == w && frame.height as usize == h {
+                let rgba = livetalk_core::convert::convert_frame(&frame, PixelFormat::Rgba, ColorSpec::default())?;
+                for (dst, px) in pixels.iter_mut().zip(rgba.data.chunks_exact(4)) {
+                    *dst = (px[0] as u32) << 16 | (px[1] as u32) << 8 | px[2] as u32;
+                }
+            }
+        }
+        window.update_with_buffer(&pixels, w, h).context("drawing the preview window")?;
+    }
+    Ok(())
+}
