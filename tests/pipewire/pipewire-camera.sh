@@ -6,7 +6,8 @@
 # test pattern as node "livetalk", media.class=Video/Source, media.role=Camera), and checks:
 #   the node's properties (pw-dump); GStreamer's pipewiresrc linked to it receives the pattern in
 #   YUYV and I420 (exact BT.601 values, frame numbers advancing); ffmpeg reads it through
-#   pw-v4l2; the stand-in engine pauses while no consumer is linked and resumes for one.
+#   pw-v4l2; headless Chromium gets it through the Camera portal (xdg-desktop-portal, under Xvfb);
+#   the stand-in engine pauses while no consumer is linked and resumes for one.
 # Installs its Debian packages when run as root. Prints "N passed, N failed"; exit 0 = all passed.
 #   KEEP_WORK=1 keeps the work folder (logs, captured frames)
 set -uo pipefail
@@ -17,7 +18,8 @@ CHECK=$REPO/tests/vm/guest/check_frames.py
 if [ "${1:-}" != --inner ]; then
   need=""
   for p in pipewire pipewire-bin wireplumber pipewire-v4l2 gstreamer1.0-pipewire gstreamer1.0-tools \
-           gstreamer1.0-plugins-base dbus libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev pkg-config ffmpeg python3; do
+           gstreamer1.0-plugins-base dbus xdg-desktop-portal xdg-desktop-portal-gtk libglib2.0-bin xvfb xauth chromium \
+           libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev pkg-config ffmpeg python3; do
     dpkg -s $p >/dev/null 2>&1 || need="$need $p"
   done
   if [ -n "$need" ]; then
@@ -26,7 +28,7 @@ if [ "${1:-}" != --inner ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null || exit 1
   fi
   (cd "$REPO" && cargo build -q --release -p livetalk-vcam --features pipewire --bin livetalk-vcam-test) || exit 1
-  exec dbus-run-session -- "$0" --inner
+  exec xvfb-run -a dbus-run-session -- "$0" --inner
 fi
 
 VT=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk-vcam-test
@@ -60,6 +62,27 @@ stop_writer() {
 }
 wait_log() { i=0; until [ "$(grep -c "$1" "$WLOG")" -ge "$2" ]; do i=$((i+1)); [ $i -gt 50 ] && return 1; sleep 0.2; done; }
 
+# Chromium sees PipeWire cameras only through the Camera portal: start xdg-desktop-portal (gtk
+# backend via XDG_CURRENT_DESKTOP) with camera access pre-granted to unsandboxed apps (app id "").
+export XDG_CURRENT_DESKTOP=gnome
+gdbus call --session --dest org.freedesktop.impl.portal.PermissionStore --object-path /org/freedesktop/impl/portal/PermissionStore \
+  --method org.freedesktop.impl.portal.PermissionStore.SetPermission devices true camera '' "['yes']" >/dev/null
+/usr/libexec/xdg-desktop-portal >"$OUT/xdg-desktop-portal.log" 2>&1 & PIDS="$PIDS $!"
+chromium_reads() {
+  points=$(python3 "$CHECK" points 640 360)
+  url="file://$REPO/tests/vm/guest/gum.html?w=640&h=360&points=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$points")"
+  log=$OUT/chromium.log
+  setsid chromium --headless=new --no-sandbox --disable-gpu --use-fake-ui-for-media-stream \
+    --enable-features=WebRtcPipeWireCamera --enable-logging=stderr --v=0 --no-first-run \
+    --user-data-dir="$OUT/chromium-profile" "$url" >"$log" 2>&1 &
+  c=$!
+  i=0; until grep -q GUM_DONE "$log"; do i=$((i+1)); [ $i -gt 120 ] && break; sleep 0.5; done
+  kill -- -$c 2>/dev/null; wait $c 2>/dev/null
+  grep -o '"GUM_[A-Z]* [^"]*' "$log" | cut -c2-
+  grep -q 'GUM_DONE ok' "$log" && grep -q 'GUM_TRACK livetalk avatar' "$log" || return 1
+  python3 "$CHECK" pixels 640 360 12 "$(sed -n 's/.*"GUM_PIXELS \(.*\)", source.*/\1/p' "$log" | head -1)"
+}
+
 node_props() {
   pw-dump | python3 -c '
 import json, sys
@@ -84,6 +107,7 @@ for fmt in yuyv i420; do
   expect "$fmt-engine-resumed-for-consumer" sh -c "grep -q 'DEMAND watching' $WLOG && grep -q 'ENGINE resumed' $WLOG"
   expect "$fmt-engine-paused-after-consumer" wait_log 'ENGINE paused' 2
   if [ $fmt = yuyv ]; then
+    expect chromium-through-camera-portal chromium_reads
     expect ffmpeg-through-pw-v4l2 sh -c "timeout 60 pw-v4l2 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video0 \
         -frames:v 3 -f rawvideo -pix_fmt rgb24 -y $OUT/ffmpeg.rgb && python3 $CHECK rgb $OUT/ffmpeg.rgb 640 360 6"
   fi

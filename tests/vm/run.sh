@@ -32,6 +32,6 @@ if [ -z "${ACCEL:-}" ]; then
 fi
 echo "run.sh: accelerator $ACCEL"
 rm -f "$SHARE/guest.rc"
-timeout "${QEMU_TIMEOUT:-1200}" bash -c "$(declare -f qemu); K='$K' ROOTFS='$ROOTFS' SHARE='$SHARE' MEM='$MEM' SMP='$SMP' qemu '$ACCEL' ${EXTRA_APPEND:-}" || true
+timeout "${QEMU_TIMEOUT:-1800}" bash -c "$(declare -f qemu); K='$K' ROOTFS='$ROOTFS' SHARE='$SHARE' MEM='$MEM' SMP='$SMP' qemu '$ACCEL' ${EXTRA_APPEND:-}" || true
 rc=$(cat "$SHARE/guest.rc" 2>/dev/null || echo 99)
 echo "run.sh: guest rc=$rc"; exit "$rc"

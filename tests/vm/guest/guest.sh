@@ -32,6 +32,12 @@ stop_writer() {
 # wait_log PATTERN SECONDS: until the writer log has PATTERN
 wait_log() { i=0; until grep -q "$1" "$WLOG"; do i=$((i+1)); [ $i -gt $(($2 * 5)) ] && return 1; sleep 0.2; done; }
 
+# stop_group PID: end a setsid'd process group (a hung Chromium may ignore SIGTERM)
+stop_group() {
+  kill -TERM -- -"$1" 2>/dev/null
+  i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 25 ]; do i=$((i+1)); sleep 0.2; done
+  kill -KILL -- -"$1" 2>/dev/null; wait "$1" 2>/dev/null
+}
 # readers NAME DEV FORMAT W H: ffmpeg, v4l2-ctl --stream-mmap and headless Chromium read the camera
 readers() {
   name=$1 dev=$2 fmt=$3 w=$4 h=$5
@@ -47,12 +53,18 @@ readers() {
   points=$(python3 $S/check_frames.py points "$w" "$h")
   url="file://$S/gum.html?w=$w&h=$h&points=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$points")"
   log=$S/$name-chromium.log
-  setsid chromium --headless=new --no-sandbox --disable-gpu --use-fake-ui-for-media-stream \
-     --enable-logging=stderr --v=0 --no-first-run --user-data-dir="/tmp/chr-$name" \
-     --autoplay-policy=no-user-gesture-required "$url" >"$log" 2>&1 &
-  c=$!
-  i=0; until grep -q GUM_DONE "$log"; do i=$((i+1)); [ $i -gt 300 ] && break; sleep 1; done
-  kill -- -$c 2>/dev/null; wait $c 2>/dev/null
+  # Under a loaded emulated guest Chromium's helper processes may give up ("no connection"
+  # after 15 s): one fresh attempt before failing.
+  for attempt in 1 2; do
+    setsid chromium --headless=new --no-sandbox --disable-gpu --use-fake-ui-for-media-stream \
+       --enable-logging=stderr --v=0 --no-first-run --user-data-dir="/tmp/chr-$name-$attempt" \
+       --autoplay-policy=no-user-gesture-required "$url" >"$log" 2>&1 &
+    c=$!
+    i=0; until grep -q GUM_DONE "$log"; do i=$((i+1)); [ $i -gt 240 ] && break; sleep 1; done
+    stop_group $c
+    grep -q 'GUM_DONE ok' "$log" && break
+    echo "chromium attempt $attempt did not finish: $(grep -o 'GUM_DONE[^"]*' "$log" || echo 'no GUM_DONE')"
+  done
   grep -o '"GUM_[A-Z]* [^"]*' "$log" | cut -c2-
   pixels=$(sed -n 's/.*"GUM_PIXELS \(.*\)", source.*/\1/p' "$log" | head -1)
   if grep -q 'GUM_DONE ok' "$log" && grep -q "GUM_TRACK livetalk" "$log"; then
