@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Error, Result, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
 use livetalk_model::audio_features::AudioConditioner;
+use livetalk_model::checkpoint::Checkpoint;
 use livetalk_model::dit::{CausalWanModel, DitConfig, KvCacheConfig};
 use livetalk_model::fixture::{self, Fixture};
 use livetalk_model::image_preprocess::{match_size, reference_image_tensor};
@@ -157,6 +160,19 @@ impl FixtureReport {
                 .max_by(|a, b| a.severity().total_cmp(&b.severity())),
             Outcome::Error(_) => None,
         }
+    }
+
+    /// One line per compared tensor: `  expected.X  max_err=…  tol=…  ok|FAIL`.
+    pub fn tensor_lines(&self) -> Vec<String> {
+        let Outcome::Checked(checks) = &self.outcome else { return vec![] };
+        checks
+            .iter()
+            .map(|c| {
+                let note = c.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default();
+                let verdict = if c.pass { "ok" } else { "FAIL" };
+                format!("    {}  max_err={:.2e}  tol={:.2e}  {verdict}{note}", c.name, c.max_err, c.tol)
+            })
+            .collect()
     }
 
     /// `NAME  max_err=…  tol=…  PASS|FAIL …` (one line).
@@ -310,20 +326,28 @@ pub fn rule(name: &str, tensor: &str, dtype: DType) -> Rule {
     }
 }
 
-/// bf16 tolerance relative to max |expected| (see docs/PARITY.md for the measured figures).
+/// bf16 tolerance relative to max |expected|: about 2.5x the error measured on the CPU
+/// (docs/PARITY.md, "bf16").
 fn bf16_rel(name: &str, tensor: &str) -> f64 {
     match (name, tensor) {
-        ("dit_block", _) => 0.03,
-        ("dit_stream", _) | ("pipeline", "expected.latents") => 0.1,
-        ("audio", _) | ("pipeline", "expected.audio_emb") => 0.05,
-        ("vae", _) | ("pipeline", "expected.ref_latent" | "expected.img_lat") => 0.05,
-        ("taehv", _) => 0.05,
-        _ => 0.1,
+        // measured 1.1% (flow_pred), 0.7% (6 streamed blocks), 1.1% (pipeline latents)
+        ("dit_block" | "dit_stream", _) | ("pipeline", "expected.latents") => 0.03,
+        // measured 2.3% (hidden_states.2); audio_emb 1.1-1.6%
+        ("audio", _) | ("pipeline", "expected.audio_emb") => 0.06,
+        // measured 0.5-0.7% (encode: image / video latents)
+        ("vae", "expected.image_latent" | "expected.video_latent")
+        | ("pipeline", "expected.ref_latent" | "expected.img_lat") => 0.02,
+        // measured 12.8%: the tiny random decoder amplifies bf16 weight rounding
+        ("vae", _) => 0.3,
+        // measured 1.1%
+        ("taehv", _) => 0.03,
+        _ => 0.03,
     }
 }
 
-/// bf16 frames: max |diff| in uint8 steps, and the fraction of values allowed to differ at all.
-const BF16_FRAMES_MAX_DIFF: f64 = 64.0;
+/// bf16 frames: max |diff| in uint8 steps (measured 55: the bf16 latents' error, decoded by the
+/// tiny VAE); most values move by a few steps, so the fraction is reported, not limited.
+const BF16_FRAMES_MAX_DIFF: f64 = 128.0;
 const BF16_FRAMES_FRACTION: f64 = 1.0;
 
 /// Compares every `expected.*` tensor of the fixture with the output of the same name.
@@ -368,7 +392,7 @@ fn check(name: &str, got: &Tensor, want: &Tensor, rule: Rule) -> Result<TensorCh
             let differing = diff.iter().filter(|&&d| d > 0.0).count();
             let fraction = differing as f64 / diff.len().max(1) as f64;
             note = Some(format!("{:.4}% of values differ (limit {:.4}%)", fraction * 100.0, max_fraction * 100.0));
-            (max_diff, max_err <= max_diff && (fraction < max_fraction || differing == 0))
+            (max_diff, max_err <= max_diff && (fraction < max_fraction || max_fraction >= 1.0 || differing == 0))
         }
     };
     Ok(TensorCheck { name: name.to_string(), max_err, tol, pass: pass && !max_err.is_nan(), note })
@@ -475,6 +499,45 @@ fn load_dit(fx: &Fixture, opts: &ParityOptions) -> Result<Arc<CausalWanModel>> {
     let (config, weights) = model_files(fx, "dit");
     let cfg = DitConfig::from_json_file(&config)?;
     Ok(Arc::new(CausalWanModel::load(&cfg, &[weights], opts.dtype, &opts.device)?))
+}
+
+/// candle's CPU backend has no bf16 convolution (its im2col matmul refuses bf16), so a bf16
+/// run on the CPU gives the convolutional decoders (Wan VAE, TAEHV) bf16-rounded weights and
+/// float32 activations; on CUDA they run in bf16 throughout. docs/PARITY.md reports both.
+pub fn conv_weights_only(opts: &ParityOptions) -> bool {
+    opts.dtype == DType::BF16 && opts.device.is_cpu()
+}
+
+/// A checkpoint's tensors rounded to bf16 and handed out in float32.
+struct Bf16Rounded(VarBuilder<'static>);
+
+impl SimpleBackend for Bf16Rounded {
+    fn get(&self, s: candle_core::Shape, name: &str, h: candle_nn::Init, dtype: DType, _: &Device) -> Result<Tensor> {
+        self.0.get_with_hints_dtype(s, name, h, DType::BF16)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> Result<Tensor> {
+        self.0.get_unchecked_dtype(name, DType::BF16)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
+    }
+}
+
+fn bf16_rounded_weights(weights: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    let checkpoint = Checkpoint::open(weights).map_err(Error::wrap)?;
+    let inner = checkpoint.var_builder(DType::BF16, device);
+    Ok(VarBuilder::from_backend(Box::new(Bf16Rounded(inner)), DType::F32, device.clone()))
+}
+
+fn load_vae(config: &Path, weights: &Path, opts: &ParityOptions) -> Result<WanVae> {
+    let cfg = WanVaeConfig::from_file(config)?;
+    if conv_weights_only(opts) {
+        WanVae::new(&cfg, bf16_rounded_weights(weights, &opts.device)?)
+    } else {
+        WanVae::load(&cfg, weights, opts.dtype, &opts.device)
+    }
 }
 
 // ---- the fixtures ------------------------------------------------------------------------
@@ -614,8 +677,7 @@ fn audio_outputs(fx: &Fixture, opts: &ParityOptions) -> Result<Outputs> {
 fn vae_outputs(fx: &Fixture, opts: &ParityOptions) -> Result<Outputs> {
     let dev = &opts.device;
     let (config, weights) = model_files(fx, "vae");
-    let cfg = WanVaeConfig::from_file(&config)?;
-    let vae = WanVae::load(&cfg, &weights, opts.dtype, dev)?;
+    let vae = load_vae(&config, &weights, opts)?;
     let latents = input(fx, "input.latents", dev)?;
     let mut stream = vae.stream_decoder();
     let (streamed, per_latent) = one_latent_at_a_time(&latents, |l| stream.push(l))?;
@@ -632,7 +694,11 @@ fn taehv_outputs(fx: &Fixture, opts: &ParityOptions) -> Result<Outputs> {
     let dev = &opts.device;
     let (config, weights) = model_files(fx, "taehv");
     let cfg = TaehvConfig::from_file(&config)?;
-    let dec = TaehvDecoder::load(&cfg, &weights, opts.dtype, dev)?;
+    let dec = if conv_weights_only(opts) {
+        TaehvDecoder::new(&cfg, bf16_rounded_weights(&weights, &opts.device)?)?
+    } else {
+        TaehvDecoder::load(&cfg, &weights, opts.dtype, dev)?
+    };
     let latents = input(fx, "input.latents", dev)?;
     let mut stream = dec.stream_decoder();
     let (streamed, per_latent) = one_latent_at_a_time(&latents, |l| stream.push(l))?;
@@ -662,7 +728,21 @@ fn pipeline_outputs(fx: &Fixture, opts: &ParityOptions) -> Result<Outputs> {
     let (vae_config, vae_weights) = model_files(fx, "vae");
     let (wav2vec2_config, wav2vec2_weights) = model_files(fx, "wav2vec2");
     let files = PipelineFiles { dit_config, dit_weights, vae_config, vae_weights, wav2vec2_config, wav2vec2_weights };
-    let pipeline = OfflinePipeline::load(&files, opts.dtype, &opts.device)?;
+    let pipeline = if conv_weights_only(opts) {
+        let dit = load_dit(fx, opts)?;
+        let vae = load_vae(&files.vae_config, &files.vae_weights, opts)?;
+        let audio = AudioConditioner::load(
+            &files.wav2vec2_config,
+            &files.wav2vec2_weights,
+            &files.dit_config,
+            &files.dit_weights,
+            opts.dtype,
+            &opts.device,
+        )?;
+        OfflinePipeline::new(dit, vae, audio)
+    } else {
+        OfflinePipeline::load(&files, opts.dtype, &opts.device)?
+    };
     let out = run_pipeline_fixture(fx, &pipeline)?;
     Ok(named(vec![
         ("ref_image", out.ref_image),
