@@ -17,8 +17,8 @@
 //! # Loading
 //! [`Checkpoint::var_builder`] gives a candle `VarBuilder` whose tensors are copied out of the
 //! map one at a time and converted to the requested dtype on the way, so loading the 1.4B DiT
-//! in bf16 needs the bf16 weights plus one f32 tensor of host memory (the map itself is page
-//! cache, not allocated memory). Every error names the file and the tensor: candle's
+//! in bf16 needs the bf16 weights plus one f32 tensor of host memory (the pages of each tensor
+//! are released from the resident set once copied). Every error names the file and the tensor: candle's
 //! `VarBuilder::from_mmaped_safetensors` reports "cannot find tensor X" or "shape mismatch for
 //! X" without the file, and converts a tensor before checking its shape; this backend checks
 //! the shape from the header first.
@@ -292,6 +292,7 @@ impl Checkpoint {
         )
         .and_then(|t| t.to_dtype(dtype))
         .map_err(fail)?;
+        self.release_pages(record.bytes.clone());
         tensor.to_device(device).map_err(fail)
     }
 
@@ -303,6 +304,28 @@ impl Checkpoint {
         let checkpoint = Self::open(path)?;
         checkpoint.validate(expected)?;
         Ok(checkpoint)
+    }
+
+    /// Drops the mapped pages lying wholly inside `range` from this process's resident set:
+    /// the tensor has been copied out, and without this the file's pages would stay resident
+    /// next to the converted weights (1.5x the f32 file size for a bf16 load instead of 0.5x).
+    fn release_pages(&self, range: Range<usize>) {
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = range.end / PAGE * PAGE;
+        if end > start {
+            // SAFETY: a read-only file mapping: MADV_DONTNEED only drops clean pages, which are
+            // read again from the file if touched. The range is inside the map and belongs to
+            // this tensor alone (whole pages strictly inside its bytes); no slice of it is live.
+            // Failure only means the pages stay resident, so the result is ignored.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
     }
 
     /// Checks this checkpoint's header against `expected`; the first problem is the error.

@@ -181,6 +181,61 @@ fn good_dit_file_opens_validates_and_loads() {
     );
 }
 
+/// Resident pages of mapped files, in MiB.
+fn file_resident_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssFile:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1024.0
+}
+
+#[test]
+fn loading_releases_the_mapped_pages() {
+    // 64 MiB of f32 in 16 tensors, loaded as bf16. Without releasing each tensor's mapped pages
+    // the whole file would stay resident next to the 32 MiB of converted weights (measured on
+    // its own: resident memory grows by 34 MiB with the release; 1.6 GiB f32 -> bf16 peaked at
+    // 835 MiB with it, 2419 MiB without). Other tests map the small fixtures meanwhile, hence
+    // the margin.
+    let data: Vec<u8> = (0..1usize << 20)
+        .flat_map(|i| (i as f32).to_le_bytes())
+        .collect();
+    let views = (0..16).map(|i| {
+        let view = TensorView::new(Dtype::F32, vec![1024, 1024], &data).unwrap();
+        (format!("layer.{i:02}.weight"), view)
+    });
+    let file = TempFile::with_bytes(
+        "large.safetensors",
+        &safetensors::serialize(views, None).unwrap(),
+    );
+    drop(data);
+    let checkpoint = Checkpoint::open(file.path()).unwrap();
+    let vb = checkpoint.var_builder(DType::BF16, &Device::Cpu);
+    let before = file_resident_mib();
+    let tensors: Vec<Tensor> = (0..16)
+        .map(|i| {
+            vb.get((1024, 1024), &format!("layer.{i:02}.weight"))
+                .unwrap()
+        })
+        .collect();
+    let grown = file_resident_mib() - before;
+    assert!(
+        grown < 16.0,
+        "mapped pages resident after loading: {grown:.1} MiB of a 64 MiB file"
+    );
+    let last = tensors[15].get(1023).unwrap().get(1023).unwrap();
+    assert_eq!(
+        last.to_dtype(DType::F32)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        1048576.0
+    );
+}
+
 #[test]
 fn var_builder_errors_name_file_and_tensor() {
     let checkpoint = Checkpoint::open(fixture("dit.weights.safetensors")).unwrap();
