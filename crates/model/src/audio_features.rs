@@ -359,13 +359,14 @@ impl AudioConditioner {
         let w2v_cfg = Wav2Vec2Config::from_json_file(&w2v_config)?;
         let audio_cfg = AudioProjConfig::from_json_file(&dit_config)?;
         let (w2v_weights, dit_weights) = (w2v_weights.as_ref(), dit_weights.as_ref());
-        // SAFETY: the files are memory-mapped read-only and not modified while loaded.
-        let vb_w2v = unsafe { VarBuilder::from_mmaped_safetensors(&[w2v_weights], dtype, device) }
-            .map_err(|e| e.context(format!("opening {}", w2v_weights.display())))?;
-        let vb_dit = unsafe { VarBuilder::from_mmaped_safetensors(&[dit_weights], dtype, device) }
-            .map_err(|e| e.context(format!("opening {}", dit_weights.display())))?;
-        let wav2vec2 = Wav2Vec2Model::from_ctc_checkpoint(&w2v_cfg, vb_w2v)
-            .map_err(|e| e.context(format!("loading wav2vec2 from {}", w2v_weights.display())))?;
+        // Checked against the published wav2vec2 layout; the DiT file is checked by the DiT's loader.
+        let wav2vec2 = crate::layouts::load_checked(w2v_weights, |_| crate::layouts::wav2vec2(&w2v_cfg), |ck| {
+            Wav2Vec2Model::from_ctc_checkpoint(&w2v_cfg, ck.var_builder(dtype, device))
+        })
+        .map_err(|e| e.context(format!("loading wav2vec2 from {}", w2v_weights.display())))?;
+        let vb_dit = crate::checkpoint::Checkpoint::open(dit_weights)
+            .map_err(candle_core::Error::wrap)?
+            .var_builder(dtype, device);
         Self::from_parts(wav2vec2, &audio_cfg, vb_dit).map_err(|e| {
             e.context(format!(
                 "loading audio projections from {}",

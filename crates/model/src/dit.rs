@@ -529,12 +529,16 @@ impl CausalWanModel {
         })
     }
 
-    /// Loads safetensors checkpoint file(s), converting to `dtype` on `device`.
+    /// Loads the checkpoint file (`model.safetensors`, one file), converting to `dtype` on
+    /// `device`, and checks it against the published layout ([`crate::layouts::dit`]); errors
+    /// name the file and the tensor.
     pub fn load<P: AsRef<Path>>(cfg: &DitConfig, files: &[P], dtype: DType, device: &Device) -> Result<Self> {
-        let files: Vec<std::path::PathBuf> = files.iter().map(|p| p.as_ref().to_path_buf()).collect();
-        // SAFETY: the files are memory-mapped read-only and not modified while loading.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
-        Self::new(cfg, vb)
+        let [file] = files else {
+            candle_core::bail!("dit: expected one checkpoint file, got {}", files.len())
+        };
+        crate::layouts::load_checked(file.as_ref(), |_| crate::layouts::dit(cfg), |ck| {
+            Self::new(cfg, ck.var_builder(dtype, device))
+        })
     }
 
     /// A model with random weights (same shapes as a checkpoint), e.g. to benchmark the full-size

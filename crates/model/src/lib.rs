@@ -10,5 +10,6 @@ pub mod wan_vae;
 pub mod dit;
 pub mod taehv;
 pub mod image_preprocess;
+pub mod layouts;
 pub mod umt5;
 pub mod prompt_cache;

@@ -16,7 +16,6 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
-use crate::checkpoint::Checkpoint;
 
 /// Bad TAEHV configuration, weights or input.
 #[derive(Debug, thiserror::Error)]
@@ -337,8 +336,9 @@ impl TaehvDecoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let checkpoint = Checkpoint::open(path).map_err(candle_core::Error::wrap)?;
-        Self::new(cfg, checkpoint.var_builder(dtype, device))
+        crate::layouts::load_checked(path.as_ref(), |ck| crate::layouts::taehv(cfg, ck), |ck| {
+            Self::new(cfg, ck.var_builder(dtype, device))
+        })
     }
 
     pub fn config(&self) -> &TaehvConfig {

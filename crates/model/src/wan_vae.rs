@@ -19,7 +19,6 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use crate::checkpoint::Checkpoint;
 
 use coder::{Decoder3d, Encoder3d};
 use layers::{CausalConv3d, FeatCache};
@@ -272,8 +271,9 @@ impl WanVae {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let checkpoint = Checkpoint::open(path).map_err(candle_core::Error::wrap)?;
-        Self::new(cfg, checkpoint.var_builder(dtype, device))
+        crate::layouts::load_checked(path.as_ref(), |_| crate::layouts::wan_vae(cfg), |ck| {
+            Self::new(cfg, ck.var_builder(dtype, device))
+        })
     }
 
     pub fn config(&self) -> &WanVaeConfig {
