@@ -338,3 +338,85 @@ fn preview(text: &str) -> String {
         head
     }
 }
+
+#[cfg(feature = "prompt-encoder")]
+pub use encode::{load_or_encode, PromptEncoderFiles, Source};
+
+#[cfg(feature = "prompt-encoder")]
+mod encode {
+    use std::path::{Path, PathBuf};
+
+    use candle_core::{DType, Device, Result, Tensor};
+
+    use super::{encoder_fingerprint, load, save, PromptCacheError};
+    use crate::checkpoint::Manifest;
+    use crate::umt5::{encode_prompt, Umt5Config, Umt5Encoder, Umt5Tokenizer};
+
+    /// The text encoder's files (Wan2.1 release layout: `models_t5_umt5-xxl-enc-bf16.pth`,
+    /// `google/umt5-xxl/tokenizer.json`, and the golden manifest to check the weights against).
+    #[derive(Debug, Clone)]
+    pub struct PromptEncoderFiles {
+        pub encoder: PathBuf,
+        pub tokenizer: PathBuf,
+        pub manifest: Option<PathBuf>,
+        pub config: Umt5Config,
+    }
+
+    /// Where [`load_or_encode`]'s embedding came from.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Source {
+        Cache,
+        /// Encoded now (and written to the cache); the reason the cache was not used.
+        Encoded {
+            reason: String,
+        },
+    }
+
+    /// The prompt's `[text_len, dim]` embedding: from `cache` when it was made for this prompt by
+    /// this encoder file, else computed (encoder loaded in `dtype` on `device`, then dropped)
+    /// and written to `cache`.
+    pub fn load_or_encode(
+        cache: &Path,
+        prompt: &str,
+        files: &PromptEncoderFiles,
+        text_len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Source)> {
+        let wrap = |e: PromptCacheError| candle_core::Error::wrap(e);
+        let fingerprint = encoder_fingerprint(&files.encoder).map_err(wrap)?;
+        let reason = match load(cache, prompt, &fingerprint, device) {
+            Ok(embeds) if embeds.dim(0)? == text_len => return Ok((embeds, Source::Cache)),
+            Ok(embeds) => format!(
+                "{}: cached with text_len {}, not {text_len}",
+                cache.display(),
+                embeds.dim(0)?
+            ),
+            Err(PromptCacheError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                format!("{}: no cache yet", cache.display())
+            }
+            Err(e) => e.to_string(),
+        };
+        tracing::info!("encoding the prompt with umT5 ({reason})");
+        let manifest = files
+            .manifest
+            .as_ref()
+            .map(Manifest::load)
+            .transpose()
+            .map_err(candle_core::Error::wrap)?;
+        let encoder = Umt5Encoder::from_checkpoint(
+            &files.encoder,
+            &files.config,
+            manifest.as_ref(),
+            dtype,
+            device,
+        )?;
+        let tokenizer = Umt5Tokenizer::from_file(&files.tokenizer)?;
+        let embeds = encode_prompt(&tokenizer, &encoder, prompt, text_len)?;
+        drop(encoder);
+        save(cache, prompt, &fingerprint, &embeds).map_err(wrap)?;
+        Ok((embeds, Source::Encoded { reason }))
+    }
+}

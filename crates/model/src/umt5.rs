@@ -110,7 +110,7 @@ impl Umt5Config {
                 return bad(field, "must be at least 1".into());
             }
         }
-        if self.dim_attn % self.num_heads != 0 {
+        if !self.dim_attn.is_multiple_of(self.num_heads) {
             return bad(
                 "dim_attn",
                 format!(
@@ -120,7 +120,7 @@ impl Umt5Config {
             );
         }
         // Bidirectional buckets: half per direction, half of those exact distances.
-        if self.num_buckets < 4 || self.num_buckets % 2 != 0 {
+        if self.num_buckets < 4 || !self.num_buckets.is_multiple_of(2) {
             return bad(
                 "num_buckets",
                 format!("{} must be even and at least 4", self.num_buckets),

@@ -655,4 +655,73 @@ mod tokenizer {
         assert!(head > 1.0);
         Ok(())
     }
+
+    /// The persona flow: encode once, then hit the cache; another prompt or another encoder
+    /// file re-encodes. The tiny checkpoint is also checked against the real manifest.
+    #[test]
+    fn load_or_encode_caches_per_prompt_and_encoder() -> anyhow::Result<()> {
+        use livetalk_model::prompt_cache::{load_or_encode, PromptEncoderFiles, Source};
+        let cfg = Umt5Config {
+            vocab_size: 12,
+            ..tiny_config()
+        };
+        let weights = tmp_path("tiny-umt5.safetensors");
+        let (_encoder, vars) = random_encoder(&cfg)?;
+        vars.save(&weights)?;
+        let files = PromptEncoderFiles {
+            encoder: weights.clone(),
+            tokenizer: tiny_tokenizer_file()?,
+            manifest: Some(fixture::fixtures_dir().join("manifests").join(MANIFEST)),
+            config: cfg.clone(),
+        };
+        let cache = tmp_path("persona.prompt.safetensors");
+        let _ = std::fs::remove_file(&cache);
+        let dev = Device::Cpu;
+
+        let (first, source) =
+            load_or_encode(&cache, "A woman smiles", &files, 10, DType::F32, &dev)?;
+        assert!(
+            matches!(&source, Source::Encoded { reason } if reason.contains("no cache yet")),
+            "{source:?}"
+        );
+        assert_eq!(first.dims(), &[10, 16]);
+        let (again, source) =
+            load_or_encode(&cache, "A  woman smiles ", &files, 10, DType::F32, &dev)?;
+        assert_eq!(source, Source::Cache);
+        assert_eq!(max_abs_diff(&first, &again)?, 0.0);
+
+        let (other, source) = load_or_encode(&cache, "A woman", &files, 10, DType::F32, &dev)?;
+        assert!(
+            matches!(&source, Source::Encoded { reason } if reason.contains("another prompt")),
+            "{source:?}"
+        );
+        assert!(max_abs_diff(&other, &first)? > 0.0);
+
+        // new weights in the encoder file -> its fingerprint changes -> encoded again
+        let (_encoder, vars) = random_encoder(&cfg)?;
+        vars.save(&weights)?;
+        let (_, source) = load_or_encode(&cache, "A woman", &files, 10, DType::F32, &dev)?;
+        assert!(
+            matches!(&source, Source::Encoded { reason } if reason.contains("another text encoder")),
+            "{source:?}"
+        );
+
+        // a checkpoint that does not fit the manifest is refused by name
+        let wrong = Umt5Config {
+            num_layers: 3,
+            ..cfg
+        };
+        let files = PromptEncoderFiles {
+            config: wrong,
+            ..files
+        };
+        let e = load_or_encode(&cache, "A woman smiles", &files, 10, DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tiny-umt5.safetensors") && e.contains("blocks.2."),
+            "{e}"
+        );
+        Ok(())
+    }
 }
