@@ -209,3 +209,19 @@ fn bf16_run_passes_with_its_own_tolerances() {
     // per-tensor lines under each fixture
     assert!(stdout.contains("    expected.flow_pred  max_err="), "{stdout}");
 }
+
+/// A tensor the DiT forward never reads (the audio projection lives in the same file) is still
+/// required: the file is checked against the published checkpoint's manifest.
+#[test]
+fn dit_file_is_checked_against_the_manifest() {
+    let copy = FixtureCopy::new();
+    let tensor = "audio_proj.norm_out.weight";
+    remove_tensor(&copy.file("dit.weights.safetensors"), tensor);
+    let (out, stdout, _) = parity(&copy.0, &[]);
+    assert!(!out.status.success());
+    let l = line(&stdout, "dit_block");
+    assert!(l.contains("FAIL") && l.contains("dit.weights.safetensors") && l.contains(tensor), "{l}");
+    assert!(l.contains("livetalk_dit.manifest.json"), "{l}");
+    let l = line(&stdout, "audio");
+    assert!(l.contains("FAIL") && l.contains(tensor), "{l}");
+}
