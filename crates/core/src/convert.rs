@@ -19,7 +19,7 @@
 //! These run on the real-time path (1280×720 at 30 fps into the camera): each conversion is one
 //! pass over the pixels with integer fixed-point arithmetic (16 fractional bits), no allocation
 //! besides the output frame (none with [`convert_into`] or [`convert_buffer`]), and no floats
-//! per pixel.
+//! per pixel. The loops are compiled for AVX2 and AVX-512 too and picked at run time ([`Isa`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -34,6 +34,7 @@
 //! ```
 
 mod coeffs;
+mod isa;
 mod layout;
 mod repack;
 mod rgb_to_yuv;
@@ -43,6 +44,14 @@ use crate::error::{Error, Result};
 use crate::frame::{ColorSpec, PixelFormat, VideoFrame};
 use coeffs::{RgbToYuv, YuvToRgb};
 use layout::Chroma420;
+
+pub use isa::Isa;
+
+/// The fastest instruction set of this CPU, detected once.
+fn best_isa() -> Isa {
+    static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *BEST.get_or_init(Isa::best)
+}
 
 /// The shape of a format as the conversion loops see it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,13 +110,65 @@ pub fn convert_buffer(
     height: u32,
     spec: ColorSpec,
 ) -> Result<()> {
+    let isa = best_isa();
+    convert_buffer_on(isa, src, src_format, dst, dst_format, width, height, spec)
+}
+
+/// [`convert_buffer`] with the loops of a given instruction set (the baseline if the CPU lacks
+/// it): for tests and benchmarks that compare the variants.
+#[allow(clippy::too_many_arguments)]
+pub fn convert_buffer_on(
+    isa: Isa,
+    src: &[u8],
+    src_format: PixelFormat,
+    dst: &mut [u8],
+    dst_format: PixelFormat,
+    width: u32,
+    height: u32,
+    spec: ColorSpec,
+) -> Result<()> {
     check_len(src_format, width, height, src.len())?;
     check_len(dst_format, width, height, dst.len())?;
     if src_format == dst_format {
         dst.copy_from_slice(src);
         return Ok(());
     }
-    let (w, h) = (width as usize, height as usize);
+    let job = Job {
+        src,
+        src_format,
+        dst,
+        dst_format,
+        width: width as usize,
+        height: height as usize,
+        spec,
+    };
+    isa::run(isa, job);
+    Ok(())
+}
+
+/// One checked conversion: buffers of the right sizes, dimensions the formats can hold.
+pub(crate) struct Job<'a> {
+    src: &'a [u8],
+    src_format: PixelFormat,
+    dst: &'a mut [u8],
+    dst_format: PixelFormat,
+    width: usize,
+    height: usize,
+    spec: ColorSpec,
+}
+
+/// The conversion loops for every pair of formats, specialised by the byte orders.
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
+fn convert_job(job: Job<'_>) {
+    let Job {
+        src,
+        src_format,
+        dst,
+        dst_format,
+        width: w,
+        height: h,
+        spec,
+    } = job;
     match (shape(src_format, w, h), shape(dst_format, w, h)) {
         (Shape::Rgb(s), Shape::Rgb(d)) => with_rgb_layout!(s, S => with_rgb_layout!(d, D =>
             repack::rgb_to_rgb::<S, D>(src, dst))),
@@ -126,7 +187,6 @@ pub fn convert_buffer(
             repack::yuv420_to_yuv420(src, from, w, h, dst, to)
         }
     }
-    Ok(())
 }
 
 /// Converts `src` into a new frame of `format` with the same dimensions and pts.

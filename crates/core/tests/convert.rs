@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use livetalk_core::convert::{
-    convert_buffer, convert_frame, convert_into, rgb_pixel_to_yuv, yuv_pixel_to_rgb,
+    convert_buffer, convert_buffer_on, convert_frame, convert_into, rgb_pixel_to_yuv,
+    yuv_pixel_to_rgb, Isa,
 };
 use livetalk_core::frame::{
     ColorMatrix, ColorRange, ColorSpec, PixelFormat, VideoFrame, ALL_PIXEL_FORMATS,
@@ -451,6 +452,39 @@ fn solid_frames_in_every_format_decode_to_their_colour() {
                     max_diff(pixel, &colour) <= 2,
                     "{spec:?} {format}: {pixel:?}"
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_instruction_set_gives_the_same_bytes() {
+    // Not block-constant, with widths that leave remainders after any vector width.
+    let noise = rgb_frame(70, 38, |x, y| {
+        let h = x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503);
+        [h as u8, (h >> 8) as u8, (h >> 16) as u8]
+    });
+    let isas = Isa::available();
+    assert!(isas.contains(&Isa::Baseline) && Isa::best() == *isas.last().unwrap());
+    for spec in ALL_SPECS {
+        for a in ALL_PIXEL_FORMATS {
+            let src = convert_frame(&noise, a, spec).unwrap();
+            for b in ALL_PIXEL_FORMATS {
+                let size = b.frame_size(70, 38).unwrap();
+                let outputs: Vec<Vec<u8>> = isas
+                    .iter()
+                    .map(|&isa| {
+                        let mut dst = vec![0; size];
+                        convert_buffer_on(isa, &src.data, a, &mut dst, b, 70, 38, spec).unwrap();
+                        dst
+                    })
+                    .collect();
+                for (isa, output) in isas.iter().zip(&outputs) {
+                    assert!(
+                        output == &outputs[0],
+                        "{spec:?} {a} -> {b}: {isa:?} differs from baseline"
+                    );
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use livetalk_core::convert::convert_into;
+use livetalk_core::convert::{convert_buffer_on, convert_into, Isa};
 use livetalk_core::frame::{ColorSpec, PixelFormat, VideoFrame};
 
 const BUDGET_PER_FRAME: Duration = Duration::from_millis(33);
@@ -42,11 +42,41 @@ fn hd_conversions_fit_in_a_fraction_of_the_frame_budget() {
             "{from} -> {to}: {:.2} ms per 1280x720 frame",
             per_frame.as_secs_f64() * 1e3
         );
+        report_each_isa(&src, to);
         // Half the budget in an unoptimised-ish test build on a shared machine; release builds
         // are several times faster.
         assert!(
             per_frame < BUDGET_PER_FRAME / 2,
             "{from} -> {to} took {per_frame:?}"
+        );
+    }
+}
+
+/// Prints the time of each instruction-set variant, for comparing them.
+fn report_each_isa(src: &VideoFrame, to: PixelFormat) {
+    let mut dst = vec![0; to.frame_size(src.width, src.height).unwrap()];
+    for isa in Isa::available() {
+        let run = |dst: &mut [u8]| {
+            convert_buffer_on(
+                isa,
+                &src.data,
+                src.format,
+                dst,
+                to,
+                src.width,
+                src.height,
+                ColorSpec::default(),
+            )
+            .unwrap()
+        };
+        run(&mut dst);
+        let started = Instant::now();
+        for _ in 0..10 {
+            run(&mut dst);
+        }
+        eprintln!(
+            "    {isa:?}: {:.2} ms",
+            started.elapsed().as_secs_f64() * 1e3 / 10.0
         );
     }
 }

@@ -5,6 +5,7 @@
 use super::layout::{Chroma420, RgbLayout};
 
 /// Packed RGB → packed RGB (alpha becomes opaque; it carries nothing through YUV either).
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn rgb_to_rgb<S: RgbLayout, D: RgbLayout>(src: &[u8], dst: &mut [u8]) {
     for (px_in, px_out) in src
         .chunks_exact(S::BYTES)
@@ -15,6 +16,7 @@ pub(crate) fn rgb_to_rgb<S: RgbLayout, D: RgbLayout>(src: &[u8], dst: &mut [u8])
 }
 
 /// I420 ↔ NV12: the Y plane is copied, the chroma samples move.
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn yuv420_to_yuv420(
     src: &[u8],
     src_chroma: Chroma420,
@@ -38,6 +40,7 @@ pub(crate) fn yuv420_to_yuv420(
 }
 
 /// YUYV → I420/NV12: chroma of each row pair averaged (rounding half up).
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn yuyv_to_yuv420(
     src: &[u8],
     width: usize,
@@ -68,6 +71,7 @@ pub(crate) fn yuyv_to_yuv420(
 }
 
 /// I420/NV12 → YUYV: each chroma row serves the two luma rows it covers.
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn yuv420_to_yuyv(
     src: &[u8],
     width: usize,

@@ -5,6 +5,7 @@ use super::coeffs::RgbToYuv;
 use super::layout::{Chroma420, RgbLayout};
 
 /// RGB → I420/NV12. `dst` is the whole frame buffer; dimensions are even and checked.
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
     src: &[u8],
     width: usize,
@@ -49,6 +50,7 @@ pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
 }
 
 /// RGB → YUYV. The width is even and checked.
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn rgb_to_yuyv<L: RgbLayout>(src: &[u8], k: &RgbToYuv, dst: &mut [u8]) {
     for (px, out) in src.chunks_exact(2 * L::BYTES).zip(dst.chunks_exact_mut(4)) {
         let (r0, g0, b0) = L::read(px);

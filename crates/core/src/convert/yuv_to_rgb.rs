@@ -5,6 +5,7 @@ use super::coeffs::YuvToRgb;
 use super::layout::{Chroma420, RgbLayout};
 
 /// I420/NV12 → RGB. `src` is the whole frame buffer; dimensions are even and checked.
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn yuv420_to_rgb<L: RgbLayout>(
     src: &[u8],
     width: usize,
@@ -43,6 +44,7 @@ pub(crate) fn yuv420_to_rgb<L: RgbLayout>(
 }
 
 /// YUYV → RGB. The width is even and checked.
+#[inline(always)] // compiled into each instruction-set variant, see `isa`
 pub(crate) fn yuyv_to_rgb<L: RgbLayout>(src: &[u8], k: &YuvToRgb, dst: &mut [u8]) {
     for (yuyv, px) in src.chunks_exact(4).zip(dst.chunks_exact_mut(2 * L::BYTES)) {
         let terms = k.chroma(yuyv[1], yuyv[3]);
