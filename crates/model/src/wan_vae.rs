@@ -12,13 +12,13 @@
 
 mod coder;
 mod layers;
+mod same_conv;
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
-
 
 use coder::{Decoder3d, Encoder3d};
 use layers::{CausalConv3d, FeatCache};
@@ -271,9 +271,11 @@ impl WanVae {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        crate::layouts::load_checked(path.as_ref(), |_| crate::layouts::wan_vae(cfg), |ck| {
-            Self::new(cfg, ck.var_builder(dtype, device))
-        })
+        crate::layouts::load_checked(
+            path.as_ref(),
+            |_| crate::layouts::wan_vae(cfg),
+            |ck| Self::new(cfg, ck.var_builder(dtype, device)),
+        )
     }
 
     pub fn config(&self) -> &WanVaeConfig {

@@ -7,6 +7,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::same_conv::SameConv;
 use super::VaeError;
 
 /// Frames of its input that each cached causal conv keeps for the next chunk.
@@ -69,17 +70,17 @@ fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
 
 /// Causal 3-D convolution: temporal padding only on the left (2*pad_t frames, or the cached
 /// frames of the previous chunk), symmetric spatial padding. Computed as a sum over temporal
-/// taps of 2-D convolutions over all output frames at once.
+/// taps of 2-D convolutions over all output frames at once, in channels-last layout
+/// ([`SameConv`]).
 #[derive(Clone, Debug)]
 pub(crate) struct CausalConv3d {
-    /// One `[O, C, kh, kw]` kernel per temporal tap.
-    taps: Vec<Tensor>,
-    /// `[1, O, 1, 1]`.
+    /// One spatial kernel per temporal tap.
+    taps: Vec<SameConv>,
+    /// `[1, 1, O, 1, 1]`.
     bias: Tensor,
     stride_t: usize,
     /// Frames of left padding the causal conv needs (2 * the symmetric padding of a Conv3d).
     pad_t: usize,
-    pad_hw: usize,
 }
 
 impl CausalConv3d {
@@ -95,16 +96,15 @@ impl CausalConv3d {
     ) -> Result<Self> {
         let (kt, kh, kw) = kernel;
         let weight = vb.get((c_out, c_in, kt, kh, kw), "weight")?;
-        let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?;
+        let bias = vb.get(c_out, "bias")?.reshape((1, 1, c_out, 1, 1))?;
         let taps = (0..kt)
-            .map(|k| weight.narrow(2, k, 1)?.squeeze(2)?.contiguous())
+            .map(|k| SameConv::new(&weight.narrow(2, k, 1)?.squeeze(2)?))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             taps,
             bias,
             stride_t,
             pad_t: 2 * padding_t,
-            pad_hw: kh / 2,
         })
     }
 
@@ -119,7 +119,7 @@ impl CausalConv3d {
             x = Tensor::cat(&[&cache, &x], 1)?;
         }
         let x = x.pad_with_zeros(1, left, 0)?;
-        let (b, t, c, h, w) = x.dims5()?;
+        let t = num_frames(&x)?;
         let kt = self.taps.len();
         if t < kt {
             return Err(VaeError::Input(format!(
@@ -128,21 +128,34 @@ impl CausalConv3d {
             .into());
         }
         let t_out = (t - kt) / self.stride_t + 1;
-        // bias + sum over taps k of conv2d(frames k, k+stride, ..., tap k)
-        let mut y = self.bias.clone();
+        // Channels-last and spatially padded once for all taps: [B, T, Hp, Wp, C].
+        let padded = self.taps[0].pad(&x.permute((0, 1, 3, 4, 2))?)?;
+        let (b, _, hp, wp, c) = padded.dims5()?;
+        // sum over taps k of conv2d(frames k, k+stride, ..., tap k), on the padded grid
+        let mut grid: Option<Tensor> = None;
         for (k, tap) in self.taps.iter().enumerate() {
             let frames = if self.stride_t == 1 {
-                x.narrow(1, k, t_out)?
+                padded.narrow(1, k, t_out)?
             } else {
                 let idx: Vec<u32> = (0..t_out).map(|i| (k + i * self.stride_t) as u32).collect();
                 let idx = Tensor::new(idx.as_slice(), x.device())?;
-                x.index_select(&idx, 1)?
+                padded.contiguous()?.index_select(&idx, 1)?
             };
-            let frames = frames.reshape((b * t_out, c, h, w))?;
-            y = y.broadcast_add(&frames.conv2d(tap, self.pad_hw, 1, 1, 1)?)?;
+            let y = tap.grid_product(&frames.reshape((b * t_out, hp, wp, c))?)?;
+            grid = Some(match grid {
+                None => y,
+                Some(acc) => (acc + y)?,
+            });
         }
-        let (_, o, ho, wo) = y.dims4()?;
-        y.reshape((b, t_out, o, ho, wo))
+        let Some(grid) = grid else {
+            return Err(VaeError::Input("causal conv without temporal taps".into()).into());
+        };
+        let y = self.taps[0].crop(&grid, b * t_out, hp, wp)?;
+        let (_, h, w, o) = y.dims4()?;
+        y.reshape((b, t_out, h, w, o))?
+            .permute((0, 1, 4, 2, 3))?
+            .contiguous()?
+            .broadcast_add(&self.bias)
     }
 
     /// Forward with the reference's per-conv cache: use the previous chunk's last frames as
@@ -166,10 +179,20 @@ impl CausalConv3d {
 /// A plain 2-D convolution applied to every frame.
 #[derive(Clone, Debug)]
 pub(crate) struct FrameConv2d {
-    weight: Tensor,
+    kernel: FrameKernel,
     bias: Tensor,
-    padding: usize,
-    stride: usize,
+}
+
+#[derive(Clone, Debug)]
+enum FrameKernel {
+    /// Stride 1 with "same" padding: the channels-last matrix product.
+    Same(SameConv),
+    /// Anything else (the stride-2 down-sampling conv): candle's conv2d.
+    Strided {
+        weight: Tensor,
+        padding: usize,
+        stride: usize,
+    },
 }
 
 impl FrameConv2d {
@@ -183,20 +206,31 @@ impl FrameConv2d {
     ) -> Result<Self> {
         let weight = vb.get((c_out, c_in, k, k), "weight")?;
         let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?;
-        Ok(Self {
-            weight,
-            bias,
-            padding,
-            stride,
-        })
+        let kernel = if stride == 1 && 2 * padding + 1 == k {
+            FrameKernel::Same(SameConv::new(&weight)?)
+        } else {
+            FrameKernel::Strided {
+                weight,
+                padding,
+                stride,
+            }
+        };
+        Ok(Self { kernel, bias })
     }
 }
 
 impl Module for FrameConv2d {
     /// `x`: `[N, C, H, W]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-            .broadcast_add(&self.bias)
+        let y = match &self.kernel {
+            FrameKernel::Same(conv) => conv.forward_nchw(x)?,
+            FrameKernel::Strided {
+                weight,
+                padding,
+                stride,
+            } => x.conv2d(weight, *padding, *stride, 1, 1)?,
+        };
+        y.broadcast_add(&self.bias)
     }
 }
 
