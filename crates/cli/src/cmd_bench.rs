@@ -1,23 +1,67 @@
 //! `livetalk bench`: engine speed on this machine.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use livetalk_engine::bench::{bench_livetalk, LiveTalkBenchOptions};
+use livetalk_model::dit::DitConfig;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Which engine to measure.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu"])]
+    /// Which engine to measure: the CPU avatar, or the LiveTalk model (random weights, no files).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "livetalk"])]
     pub engine: String,
-    /// Frame size WIDTHxHEIGHT.
+    /// CPU avatar: frame size WIDTHxHEIGHT.
     #[arg(long, default_value = "1280x720", value_parser = crate::cmd_demo::parse_size)]
     pub size: (u32, u32),
-    /// How many frames to render.
+    /// CPU avatar: how many frames to render.
     #[arg(long, default_value_t = 600)]
     pub frames: u32,
+    /// LiveTalk: device (`cuda` needs a binary built with `--features cuda`).
+    #[arg(long, default_value = "cuda", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+    /// LiveTalk: weights dtype (default bf16 on CUDA, f32 on the CPU).
+    #[arg(long, value_parser = ["f32", "bf16"])]
+    pub dtype: Option<String>,
+    /// LiveTalk: output side in pixels (the published model: 512).
+    #[arg(long, default_value_t = 512)]
+    pub side: usize,
+    /// LiveTalk: blocks measured after the window is full.
+    #[arg(long, default_value_t = 8)]
+    pub blocks: usize,
+    /// LiveTalk: a DiT config JSON for a smaller model (e.g. fixtures/dit.config.json); default the
+    /// real 1.3B configuration.
+    #[arg(long)]
+    pub dit_config: Option<PathBuf>,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    let (w, h) = args.size;
-    let report = livetalk_engine::avatar::bench::bench_cpu_avatar(w, h, args.frames as usize)?;
+    if args.engine == "cpu" {
+        let (w, h) = args.size;
+        let report = livetalk_engine::avatar::bench::bench_cpu_avatar(w, h, args.frames as usize)?;
+        println!("{report}");
+        return Ok(());
+    }
+    let device = match args.device.as_str() {
+        "cuda" => Device::new_cuda(0).context("opening CUDA device 0 (build with --features cuda, and check the driver)")?,
+        _ => Device::Cpu,
+    };
+    let dtype = match args.dtype.as_deref() {
+        Some("f32") => DType::F32,
+        Some("bf16") => DType::BF16,
+        _ if device.is_cuda() => DType::BF16,
+        _ => DType::F32,
+    };
+    if args.side % 16 != 0 || args.side == 0 {
+        bail!("--side {} must be a positive multiple of 16", args.side);
+    }
+    let config = match &args.dit_config {
+        Some(path) => Some(DitConfig::from_json_file(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let opts = LiveTalkBenchOptions { device, dtype, size: args.side, blocks: args.blocks.max(1), text_len: 512, config };
+    let report = bench_livetalk(&opts)?;
     println!("{report}");
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod generator;
 pub mod parity;
 pub mod pipeline;
 pub mod avatar;
+pub mod bench;
 pub mod engine;
 pub mod service;
 pub mod timeline;

@@ -466,7 +466,7 @@ pub struct CausalWanModel {
 
 /// Random initialisation (for benchmarks without weight files): weights ~ N(0, 1/fan_in),
 /// biases small, norm gains 1, modulation ~ N(0, 1/dim).
-struct RandomInit;
+pub struct RandomInit;
 
 impl candle_nn::var_builder::SimpleBackend for RandomInit {
     fn get(&self, s: Shape, name: &str, _h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {

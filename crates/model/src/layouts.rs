@@ -137,3 +137,9 @@ pub fn load_checked<M>(
     check(&checkpoint, expected.as_ref()).map_err(candle_core::Error::wrap)?;
     Ok(model)
 }
+
+/// The built-in manifest of the published TAEW2.1 file (e.g. to build random full-size weights
+/// for a benchmark).
+pub fn taehv_manifest() -> Result<Manifest, CheckpointError> {
+    manifest(TAEHV)
+}

@@ -1,0 +1,154 @@
+//! `livetalk bench --engine livetalk`: the full-size LiveTalk model with random weights (no files
+//! needed) streaming in steady state: the KV window full and evicting, 4 denoising passes + the
+//! t=0 refresh pass per block of 3 latent frames, TAEHV decoding each latent as it is ready.
+//!
+//! Figures: video fps, first-frame latency (a fresh stream: first block generated and its first
+//! frame decoded), the per-block split (DiT passes, decode), and achieved TFLOP/s against the
+//! matmul FLOP count of a block.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use livetalk_model::dit::{flops_per_forward, CausalWanModel, DitConfig};
+use livetalk_model::taehv::{TaehvConfig, TaehvDecoder};
+
+use crate::generator::{GeneratorConfig, SeededNoise, StreamGenerator};
+
+#[derive(Debug, Clone)]
+pub struct LiveTalkBenchOptions {
+    pub device: Device,
+    pub dtype: DType,
+    /// Output frame side (512 for the published model).
+    pub size: usize,
+    /// Blocks measured after the warm-up.
+    pub blocks: usize,
+    /// Text tokens of the prompt embedding (512 in the reference).
+    pub text_len: usize,
+    /// A smaller model for quick runs on a CPU (`None`: the real 1.3B configuration).
+    pub config: Option<DitConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveTalkBenchReport {
+    pub device: String,
+    pub dtype: DType,
+    pub size: usize,
+    pub blocks: usize,
+    pub frames_per_block: usize,
+    pub first_frame_ms: f64,
+    pub block_ms: Vec<f64>,
+    pub dit_ms: Vec<f64>,
+    pub decode_ms: Vec<f64>,
+    pub flops_per_block: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+impl LiveTalkBenchReport {
+    pub fn fps(&self) -> f64 {
+        self.frames_per_block as f64 / (median(&self.block_ms) / 1e3)
+    }
+}
+
+impl std::fmt::Display for LiveTalkBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dit = median(&self.dit_ms);
+        writeln!(f, "livetalk engine, {} {:?}, {}x{}, steady state (window full, evicting), {} blocks", self.device, self.dtype, self.size, self.size, self.blocks)?;
+        writeln!(f, "  video fps            {:.1}", self.fps())?;
+        writeln!(f, "  first frame          {:.0} ms", self.first_frame_ms)?;
+        writeln!(f, "  block (12 frames)    {:.1} ms median", median(&self.block_ms))?;
+        writeln!(f, "    DiT 5 passes       {:.1} ms ({:.1} ms per pass)", dit, dit / 5.0)?;
+        writeln!(f, "    TAEHV decode       {:.1} ms", median(&self.decode_ms))?;
+        write!(f, "  DiT matmul FLOPs     {:.1} TFLOP per block, {:.0} TFLOP/s achieved", self.flops_per_block / 1e12, self.flops_per_block / (dit / 1e3) / 1e12)
+    }
+}
+
+pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTalkBenchReport> {
+    let dev = &opts.device;
+    let cfg = opts.config.clone().unwrap_or_else(DitConfig::livetalk_1_3b);
+    let dit = Arc::new(CausalWanModel::random(&cfg, opts.dtype, dev, 0)?);
+    let taehv = random_taehv(opts.dtype, dev)?;
+    let gen_cfg = GeneratorConfig::default();
+    let latent = opts.size / 8;
+    let ref_latent = Tensor::randn(0f32, 1.0, (1, 1, 16, latent, latent), dev)?;
+    let prompt = Tensor::randn(0f32, 1.0, (1, opts.text_len, cfg.text_dim), dev)?.to_dtype(opts.dtype)?;
+    let audio_rows = cfg.audio_layers().len();
+    let f = gen_cfg.num_frame_per_block;
+    let audio = (audio_rows > 0)
+        .then(|| Tensor::randn(0f32, 1.0, (audio_rows, f, 1, 1, cfg.dim), dev).and_then(|t| t.to_dtype(opts.dtype)))
+        .transpose()?;
+    let sync = || dev.synchronize();
+
+    let mut generator = StreamGenerator::new(dit.clone(), gen_cfg.clone(), &ref_latent, &prompt, Box::new(SeededNoise::new(1)))?;
+    let mut decoder = taehv.stream_decoder();
+    // First frame of a fresh stream (weights resident, caches empty): one block + one latent decoded.
+    // A throwaway block first, so one-time kernel loading is not counted.
+    {
+        let mut warm = StreamGenerator::new(dit.clone(), gen_cfg.clone(), &ref_latent, &prompt, Box::new(SeededNoise::new(2)))?;
+        let x = warm.generate_block(audio.as_ref())?;
+        taehv.stream_decoder().push(&x.narrow(1, 0, 1)?.to_dtype(opts.dtype)?)?;
+        sync()?;
+    }
+    let start = Instant::now();
+    let x = generator.generate_block(audio.as_ref())?;
+    decoder.push(&x.narrow(1, 0, 1)?.to_dtype(opts.dtype)?)?;
+    sync()?;
+    let first_frame_ms = start.elapsed().as_secs_f64() * 1e3;
+    for i in 1..f {
+        decoder.push(&x.narrow(1, i, 1)?.to_dtype(opts.dtype)?)?;
+    }
+
+    // Warm up until the window is full and evicting, then measure.
+    let blocks_to_fill = (gen_cfg.local_attn_size as usize).div_ceil(f) + 1;
+    let (mut block_ms, mut dit_ms, mut decode_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for b in 0..blocks_to_fill + opts.blocks {
+        let t0 = Instant::now();
+        let x = generator.generate_block(audio.as_ref())?;
+        sync()?;
+        let t1 = Instant::now();
+        for i in 0..f {
+            decoder.push(&x.narrow(1, i, 1)?.to_dtype(opts.dtype)?)?;
+        }
+        sync()?;
+        let t2 = Instant::now();
+        if b >= blocks_to_fill {
+            dit_ms.push((t1 - t0).as_secs_f64() * 1e3);
+            decode_ms.push((t2 - t1).as_secs_f64() * 1e3);
+            block_ms.push((t2 - t0).as_secs_f64() * 1e3);
+        }
+    }
+    let tokens = cfg.frame_seq_length(latent, latent);
+    let kv_tokens = gen_cfg.local_attn_size as usize * tokens;
+    let flops_per_block = 5.0 * flops_per_forward(&cfg, f, tokens, kv_tokens, opts.text_len);
+    Ok(LiveTalkBenchReport {
+        device: format!("{:?}", dev.location()),
+        dtype: opts.dtype,
+        size: opts.size,
+        blocks: opts.blocks,
+        frames_per_block: 4 * f,
+        first_frame_ms,
+        block_ms,
+        dit_ms,
+        decode_ms,
+        flops_per_block,
+    })
+}
+
+/// The full-size TAEW2.1 decoder with random weights shaped as the published file's.
+fn random_taehv(dtype: DType, dev: &Device) -> candle_core::Result<TaehvDecoder> {
+    let manifest = livetalk_model::layouts::taehv_manifest().map_err(candle_core::Error::wrap)?;
+    let mut tensors = std::collections::HashMap::new();
+    for (name, t) in manifest.tensors.iter().filter(|(n, _)| n.starts_with("decoder.")) {
+        let fan_in: usize = t.shape.iter().skip(1).product::<usize>().max(1);
+        let std = if name.ends_with("bias") { 0.02 } else { 1.0 / (fan_in as f64).sqrt() };
+        let w = Tensor::randn(0f32, std as f32, t.shape.as_slice(), dev)?.to_dtype(dtype)?;
+        tensors.insert(name.clone(), w);
+    }
+    TaehvDecoder::new(&TaehvConfig::taew2_1(), VarBuilder::from_tensors(tensors, dtype, dev))
+}
