@@ -235,7 +235,7 @@ impl EngineControl {
 
     /// Prepares `persona` while the current one streams, then cross-fades to it.
     pub fn switch_persona(&self, persona: Persona) -> Result<()> {
-        self.send(EngineCommand::SwitchPersona(persona))
+        self.send(EngineCommand::SwitchPersona(Box::new(persona)))
     }
 
     /// Speaks `text` in the current persona's voice (queued after earlier text).

@@ -200,9 +200,9 @@ impl AudioTimeline {
         }
         let gap = (start - state.written) as usize;
         let muted = state.muted;
-        state.buffer.extend(std::iter::repeat(0.0).take(gap));
+        state.buffer.extend(std::iter::repeat_n(0.0, gap));
         if muted {
-            state.buffer.extend(std::iter::repeat(0.0).take(samples.len()));
+            state.buffer.extend(std::iter::repeat_n(0.0, samples.len()));
         } else {
             state.buffer.extend(samples.iter().copied());
         }
@@ -285,9 +285,9 @@ impl AudioTimeline {
                 }
             }
             Pacing::Offline => {
-                if state.written >= end {
-                    Readiness::Ready
-                } else if state.finished && start < state.written {
+                // A last partial block (input finished inside it) renders padded with silence.
+                let last_partial = state.finished && start < state.written;
+                if state.written >= end || last_partial {
                     Readiness::Ready
                 } else if state.finished {
                     Readiness::Exhausted

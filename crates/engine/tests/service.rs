@@ -169,10 +169,47 @@ fn status_and_events_report_the_run() {
 
 #[test]
 fn persona_switch_cross_fades_without_a_black_frame() {
+    // The CPU avatar offers siblings: the new persona is prepared while the old one streams.
+    check_switch_cross_fades(cpu_engine(3));
+}
+
+#[test]
+fn persona_switch_in_place_cross_fades_too() {
+    check_switch_cross_fades(Box::new(WithoutSiblings(cpu_engine(3))));
+}
+
+/// An engine that cannot have siblings, so the service must prepare a new persona in place.
+struct WithoutSiblings(Box<dyn AvatarEngine>);
+
+impl AvatarEngine for WithoutSiblings {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn prepare(&mut self, persona: &Persona) -> livetalk_engine::engine::Result<()> {
+        self.0.prepare(persona)
+    }
+    fn fps(&self) -> u32 {
+        self.0.fps()
+    }
+    fn frames_per_block(&self) -> usize {
+        self.0.frames_per_block()
+    }
+    fn audio_context(&self) -> livetalk_engine::engine::AudioContext {
+        self.0.audio_context()
+    }
+    fn render(&mut self, audio: &livetalk_engine::engine::AudioWindow) -> livetalk_engine::engine::Result<Vec<VideoFrame>> {
+        self.0.render(audio)
+    }
+    fn latency_budget(&self) -> Duration {
+        self.0.latency_budget()
+    }
+}
+
+fn check_switch_cross_fades(engine: Box<dyn AvatarEngine>) {
     let bus = FrameBus::new();
     let mut options = EngineOptions::offline();
     options.crossfade = Duration::from_millis(300);
-    let handle = EngineService::start(cpu_engine(3), persona("red", "#c03020"), bus.clone(), options).unwrap();
+    let handle = EngineService::start(engine, persona("red", "#c03020"), bus.clone(), options).unwrap();
     let events = handle.events();
     let tap = handle.frame_tap(1024);
     // Everything the bus shows, too: no black frame may ever appear there.
@@ -232,6 +269,34 @@ fn persona_switch_cross_fades_without_a_black_frame() {
     }
     assert!(faded[0][0] < old[0] && faded[8][0] > new[0]);
     assert!(corners[first_changed + 9..].iter().all(|c| *c == new));
+}
+
+#[test]
+fn a_failed_switch_keeps_the_old_persona_streaming() {
+    let bus = FrameBus::new();
+    let (engine, faults) = faulty_engine(12);
+    let handle = EngineService::start(engine, persona("red", "#c03020"), bus.clone(), EngineOptions::offline()).unwrap();
+    let events = handle.events();
+    let tap = handle.frame_tap(1024);
+    handle.push_audio(&speech(0.3)).unwrap();
+    wait_status(&handle, "9 frames rendered", |s| s.frames_rendered >= 9);
+    faults.inject(Fault::PrepareError);
+    handle.switch_persona(persona("blue", "#2040c0")).unwrap();
+    let error = wait_event(&events, "error", |e| matches!(e, EngineEvent::Error { .. }));
+    let EngineEvent::Error { message, .. } = error else { unreachable!() };
+    assert!(message.contains("switching to persona `blue`") && message.contains("injected fault"), "{message}");
+    handle.push_audio(&speech(0.3)).unwrap();
+    handle.finish_audio();
+    wait_event(&events, "finished", |e| matches!(e, EngineEvent::Finished { .. }));
+    let status = handle.status();
+    assert_eq!(status.persona, "red");
+    assert_eq!(status.switching_to, None);
+    assert_eq!(status.state, EngineState::Idle);
+    assert_eq!(status.restarts, 0, "the streaming engine was never disturbed");
+    let frames: Vec<_> = std::iter::from_fn(|| tap.try_recv()).collect();
+    assert_eq!(frames.len(), 18);
+    assert!(frames.iter().all(|f| corner(f) == corner(&frames[0])), "the red persona throughout");
+    handle.stop().unwrap();
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::timeline::AudioTimeline;
 #[derive(Debug, Clone)]
 pub enum EngineCommand {
     /// Prepare this persona while the current one keeps streaming, then cross-fade to it.
-    SwitchPersona(Persona),
+    SwitchPersona(Box<Persona>),
     /// Speak this text with the current persona's voice.
     Say(String),
     /// Replace incoming audio by silence (the call hears nothing, the avatar idles).

@@ -425,7 +425,7 @@ impl Worker {
 
     fn handle(&mut self, stamped: Stamped) {
         match stamped.command {
-            EngineCommand::SwitchPersona(persona) => self.start_switch(persona, stamped.at),
+            EngineCommand::SwitchPersona(persona) => self.start_switch(*persona, stamped.at),
             EngineCommand::Say(text) => self.say(text),
             EngineCommand::Mute(muted) => {
                 self.setup.timeline.set_muted(muted);
