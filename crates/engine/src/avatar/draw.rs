@@ -122,15 +122,6 @@ pub(crate) fn body(layout: &Layout, look: &AvatarLook) -> Sprite {
     );
     p.stroke(&collar, shade(shirt, 0.78), 10.0);
     p.stroke_alpha(&collar, shade(shirt, 1.25), 2.0, 0.6);
-    // Folds where the arms meet the chest.
-    for side in [-1.0f32, 1.0] {
-        let fold = cubic_path(
-            (side * 205.0, 600.0),
-            &[[(side * 196.0, 640.0), (side * 200.0, 680.0), (side * 210.0, 730.0)]],
-            false,
-        );
-        p.stroke_alpha(&fold, shade(shirt, 0.6), 3.0, 0.35);
-    }
     sprite
 }
 
@@ -237,5 +228,5 @@ fn nose(p: &mut Painter, layout: &Layout, skin: Rgb) {
         );
         p.stroke_alpha(&wing, line, 2.5, 0.8);
     }
-    p.fill_alpha(&ellipse(-2.0, y - 6.0, 5.0, 3.5), shade(skin, 1.35), 0.55);
+    p.fill_alpha(&ellipse(-3.0, y - 8.0, 4.0, 2.5), shade(skin, 1.3), 0.35);
 }

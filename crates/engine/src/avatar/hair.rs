@@ -2,7 +2,7 @@
 //! Both parts move with the head.
 
 use livetalk_core::look::{AvatarLook, HairStyle, Rgb};
-use tiny_skia::{Path, PathBuilder};
+use tiny_skia::{Path, PathBuilder, Transform};
 
 use super::draw::linear;
 use super::layout::Layout;
@@ -21,8 +21,8 @@ pub(crate) fn back(layout: &Layout, look: &AvatarLook) -> Sprite {
         HairStyle::Short => vec![symmetric_shape(
             (0.0, top - 30.0),
             &[
-                [(fw * 0.75, top - 32.0), (fw + 12.0, top + 26.0), (fw + 8.0, eye - 34.0)],
-                [(fw + 6.0, eye - 10.0), (fw * 0.5, eye - 10.0), (0.0, eye - 10.0)],
+                [(fw * 0.75, top - 32.0), (fw + 12.0, top + 26.0), (fw + 5.0, eye - 56.0)],
+                [(fw + 2.0, eye - 44.0), (fw * 0.5, eye - 40.0), (0.0, eye - 40.0)],
             ],
         )],
         HairStyle::Bob => vec![symmetric_shape(
@@ -80,9 +80,16 @@ pub(crate) fn front(layout: &Layout, look: &AvatarLook) -> Sprite {
     let mut p = sprite.painter(layout.canvas());
     let hair = look.hair;
     let fill = linear((0.0, top - 40.0), (0.0, f.chin), &[(0.0, shade(hair, 1.18), 1.0), (1.0, shade(hair, 0.92), 1.0)]);
-    for shape in front_shapes(layout, look.hair_style) {
-        p.fill_shader(&shape, fill.clone(), None);
-        p.stroke(&shape, shade(hair, 0.55), 2.5);
+    let shapes = front_shapes(layout, look.hair_style);
+    let shadow = Transform::from_translate(1.5, 5.0);
+    for shape in &shapes {
+        if let Some(moved) = shape.clone().transform(shadow) {
+            p.fill_alpha(&moved, Rgb::new(40, 20, 10), 0.16);
+        }
+    }
+    for shape in &shapes {
+        p.fill_shader(shape, fill.clone(), None);
+        p.stroke(shape, shade(hair, 0.55), 2.5);
     }
     for strand in highlight_strands(layout, look.hair_style) {
         p.stroke_alpha(&strand, shade(hair, 1.5), 3.0, 0.35);
@@ -111,13 +118,15 @@ fn front_shapes(layout: &Layout, style: HairStyle) -> Vec<Path> {
                 true,
             )];
             for side in [-1.0f32, 1.0] {
-                let mut pb = PathBuilder::new();
-                pb.move_to(side * (fw - 12.0), eye - 60.0);
-                pb.line_to(side * (fw + 4.0), eye - 60.0);
-                pb.line_to(side * (fw + 1.0), eye + 6.0);
-                pb.quad_to(side * (fw - 5.0), eye + 6.0, side * (fw - 8.0), eye - 24.0);
-                pb.close();
-                shapes.push(pb.finish().expect("sideburn"));
+                let x = |dx: f32| side * (fw + dx);
+                shapes.push(cubic_path(
+                    (x(4.0), eye - 62.0),
+                    &[
+                        [(x(4.0), eye - 30.0), (x(1.0), eye - 10.0), (x(-1.0), eye + 4.0)],
+                        [(x(-6.0), eye - 14.0), (x(-10.0), eye - 40.0), (x(-12.0), eye - 62.0)],
+                    ],
+                    true,
+                ));
             }
             shapes
         }
@@ -139,22 +148,25 @@ fn front_shapes(layout: &Layout, style: HairStyle) -> Vec<Path> {
             true,
         )],
         HairStyle::Long => {
-            let part = (-fw * 0.3, top - 32.0);
-            let right: [Cubic; 5] = [
-                [(fw * 0.4, top - 44.0), (fw + 32.0, top + 6.0), (fw + 30.0, eye)],
-                [(fw + 34.0, eye + 110.0), (fw + 56.0, 520.0), (fw + 54.0, 600.0)],
-                [(fw + 40.0, 614.0), (fw + 16.0, 604.0), (fw + 6.0, 586.0)],
-                [(fw + 4.0, 500.0), (fw - 4.0, 420.0), (fw - 7.0, eye + 10.0)],
-                [(fw - 12.0, top + 60.0), (fw * 0.2, top + 20.0), part],
+            let part = (-fw * 0.35, top - 30.0);
+            let sweep: [Cubic; 7] = [
+                [(fw * 0.35, top - 46.0), (fw + 30.0, top + 4.0), (fw + 30.0, eye)],
+                [(fw + 32.0, eye + 100.0), (fw + 50.0, 500.0), (fw + 62.0, 590.0)],
+                [(fw + 64.0, 610.0), (fw + 58.0, 622.0), (fw + 46.0, 628.0)],
+                [(fw + 28.0, 590.0), (fw + 4.0, 520.0), (fw + 2.0, 450.0)],
+                [(fw, 400.0), (fw - 6.0, eye + 40.0), (fw - 10.0, eye - 20.0)],
+                [(fw - 14.0, top + 70.0), (fw * 0.45, top + 78.0), (fw * 0.1, top + 58.0)],
+                [(-fw * 0.12, top + 44.0), (-fw * 0.28, top + 8.0), part],
             ];
-            let left: [Cubic; 5] = [
-                [(-fw * 0.8, top - 30.0), (-fw - 30.0, top + 24.0), (-fw - 28.0, eye)],
-                [(-fw - 30.0, eye + 100.0), (-fw - 50.0, 500.0), (-fw - 46.0, 592.0)],
-                [(-fw - 32.0, 606.0), (-fw - 14.0, 600.0), (-fw - 6.0, 580.0)],
-                [(-fw - 4.0, 480.0), (-fw + 2.0, 380.0), (-fw + 6.0, eye - 10.0)],
-                [(-fw + 10.0, top + 50.0), (-fw * 0.6, top + 6.0), part],
+            let short_side: [Cubic; 6] = [
+                [(-fw * 0.75, top - 28.0), (-fw - 28.0, top + 18.0), (-fw - 28.0, eye)],
+                [(-fw - 30.0, eye + 100.0), (-fw - 46.0, 500.0), (-fw - 58.0, 585.0)],
+                [(-fw - 60.0, 605.0), (-fw - 54.0, 618.0), (-fw - 42.0, 622.0)],
+                [(-fw - 26.0, 585.0), (-fw - 4.0, 520.0), (-fw - 2.0, 450.0)],
+                [(-fw, 400.0), (-fw + 6.0, eye + 40.0), (-fw + 8.0, eye - 20.0)],
+                [(-fw + 10.0, top + 60.0), (-fw * 0.6, top + 30.0), part],
             ];
-            vec![cubic_path(part, &right, true), cubic_path(part, &left, true)]
+            vec![cubic_path(part, &sweep, true), cubic_path(part, &short_side, true)]
         }
         HairStyle::Bun => vec![cubic_path(
             (-fw - 4.0, eye - 30.0),
@@ -184,9 +196,10 @@ fn highlight_strands(layout: &Layout, style: HairStyle) -> Vec<Path> {
             strand((fw + 14.0, eye - 20.0), (fw + 20.0, eye + 40.0), (fw + 18.0, 400.0), (fw + 10.0, 440.0)),
         ],
         HairStyle::Long => vec![
-            strand((-fw * 0.1, top - 28.0), (fw * 0.3, top - 30.0), (fw * 0.7, top - 10.0), (fw * 0.9, top + 20.0)),
-            strand((fw + 20.0, eye + 20.0), (fw + 24.0, eye + 100.0), (fw + 38.0, 500.0), (fw + 40.0, 570.0)),
-            strand((-fw - 18.0, eye + 10.0), (-fw - 20.0, eye + 90.0), (-fw - 34.0, 480.0), (-fw - 34.0, 560.0)),
+            strand((-fw * 0.2, top - 26.0), (fw * 0.3, top - 32.0), (fw * 0.75, top - 6.0), (fw + 6.0, top + 40.0)),
+            strand((-fw * 0.1, top - 6.0), (fw * 0.3, top - 8.0), (fw * 0.6, top + 10.0), (fw * 0.75, top + 40.0)),
+            strand((fw + 18.0, eye + 10.0), (fw + 22.0, eye + 100.0), (fw + 36.0, 500.0), (fw + 48.0, 590.0)),
+            strand((-fw - 16.0, eye + 10.0), (-fw - 18.0, eye + 90.0), (-fw - 32.0, 480.0), (-fw - 44.0, 570.0)),
         ],
         HairStyle::Bun => vec![
             strand((-fw * 0.5, top - 6.0), (-fw * 0.2, top - 18.0), (fw * 0.2, top - 18.0), (fw * 0.5, top - 6.0)),
@@ -198,7 +211,7 @@ fn highlight_strands(layout: &Layout, style: HairStyle) -> Vec<Path> {
 fn glasses(p: &mut Painter, layout: &Layout) {
     let f = &layout.face;
     let frame = Rgb::new(0x2b, 0x2a, 0x33);
-    let (hw, hh) = (f.eye_rx + 15.0, f.eye_ry + 15.0);
+    let (hw, hh) = (f.eye_rx + 13.0, f.eye_ry + 10.0);
     let cy = f.eye_y + 3.0;
     for side in [-1.0f32, 1.0] {
         let cx = side * f.eye_dx;
