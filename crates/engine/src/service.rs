@@ -230,7 +230,9 @@ impl EngineControl {
             command,
             at: Instant::now(),
         };
-        self.commands.send(stamped).map_err(|_| EngineError::Stopped)
+        self.commands
+            .send(stamped)
+            .map_err(|_| EngineError::Stopped)
     }
 
     /// Prepares `persona` while the current one streams, then cross-fades to it.
@@ -246,7 +248,9 @@ impl EngineControl {
             ));
         }
         if text.trim().is_empty() {
-            return Err(EngineError::InvalidInput("nothing to say: the text is empty".into()));
+            return Err(EngineError::InvalidInput(
+                "nothing to say: the text is empty".into(),
+            ));
         }
         self.send(EngineCommand::Say(text.to_string()))
     }
@@ -377,7 +381,10 @@ impl EngineHandle {
         if panicked.is_empty() {
             Ok(())
         } else {
-            Err(EngineError::Panicked(format!("thread(s) {} panicked", panicked.join(", "))))
+            Err(EngineError::Panicked(format!(
+                "thread(s) {} panicked",
+                panicked.join(", ")
+            )))
         }
     }
 }

@@ -163,9 +163,7 @@ impl AudioTimeline {
 
     fn now_locked(&self, state: &State) -> u64 {
         match self.shared.pacing {
-            Pacing::Live => {
-                duration_to_samples(self.shared.started.elapsed(), ENGINE_SAMPLE_RATE)
-            }
+            Pacing::Live => duration_to_samples(self.shared.started.elapsed(), ENGINE_SAMPLE_RATE),
             Pacing::Offline | Pacing::Manual => state.position,
         }
     }
@@ -258,7 +256,8 @@ impl AudioTimeline {
         let from = range.start.max(state.buffer_start);
         let to = range.end.min(buffer_end);
         for index in from..to {
-            out[(index - range.start) as usize] = state.buffer[(index - state.buffer_start) as usize];
+            out[(index - range.start) as usize] =
+                state.buffer[(index - state.buffer_start) as usize];
         }
         out
     }
@@ -412,5 +411,7 @@ impl AudioTimeline {
 }
 
 fn wake(state: &mut State) {
-    state.wakers.retain(|waker| !matches!(waker.try_send(()), Err(TrySendError::Disconnected(_))));
+    state
+        .wakers
+        .retain(|waker| !matches!(waker.try_send(()), Err(TrySendError::Disconnected(_))));
 }

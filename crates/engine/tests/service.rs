@@ -24,7 +24,8 @@ const HEIGHT: u32 = 120;
 const LONG: Duration = Duration::from_secs(30);
 
 fn persona(name: &str, background: &str) -> Persona {
-    let toml = format!("name = \"{name}\"\nbackground = \"{background}\"\nsize = \"{WIDTH}x{HEIGHT}\"\n");
+    let toml =
+        format!("name = \"{name}\"\nbackground = \"{background}\"\nsize = \"{WIDTH}x{HEIGHT}\"\n");
     Persona::from_toml_str(&toml, format!("/nonexistent/{name}.toml")).unwrap()
 }
 
@@ -50,7 +51,11 @@ fn faulty_engine(seed: u64) -> (Box<dyn AvatarEngine>, FaultSwitch) {
 }
 
 /// Waits for the first event that `matches`, failing the test after [`LONG`].
-fn wait_event(events: &Receiver<EngineEvent>, what: &str, matches: impl Fn(&EngineEvent) -> bool) -> EngineEvent {
+fn wait_event(
+    events: &Receiver<EngineEvent>,
+    what: &str,
+    matches: impl Fn(&EngineEvent) -> bool,
+) -> EngineEvent {
     let deadline = Instant::now() + LONG;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -62,7 +67,11 @@ fn wait_event(events: &Receiver<EngineEvent>, what: &str, matches: impl Fn(&Engi
     }
 }
 
-fn wait_status(handle: &EngineHandle, what: &str, condition: impl Fn(&livetalk_engine::service::EngineStatus) -> bool) {
+fn wait_status(
+    handle: &EngineHandle,
+    what: &str,
+    condition: impl Fn(&livetalk_engine::service::EngineStatus) -> bool,
+) {
     if handle.wait_for_status(LONG, condition).is_none() {
         panic!("status never became {what}: {:?}", handle.status());
     }
@@ -76,14 +85,24 @@ fn corner(frame: &VideoFrame) -> [u8; 3] {
 
 /// Mean of the RGB bytes: near 0 for a black frame.
 fn brightness(frame: &VideoFrame) -> f64 {
-    let rgb: u64 = frame.data.chunks_exact(4).map(|p| p[0] as u64 + p[1] as u64 + p[2] as u64).sum();
+    let rgb: u64 = frame
+        .data
+        .chunks_exact(4)
+        .map(|p| p[0] as u64 + p[1] as u64 + p[2] as u64)
+        .sum();
     rgb as f64 / (frame.data.len() / 4 * 3) as f64
 }
 
 /// Renders `audio` offline and returns every frame (through a lossless frame tap).
 fn render_offline(seed: u64, audio: &[f32]) -> Vec<Arc<VideoFrame>> {
     let bus = FrameBus::new();
-    let handle = EngineService::start(cpu_engine(seed), persona("anna", "#336699"), bus, EngineOptions::offline()).unwrap();
+    let handle = EngineService::start(
+        cpu_engine(seed),
+        persona("anna", "#336699"),
+        bus,
+        EngineOptions::offline(),
+    )
+    .unwrap();
     let events = handle.events();
     let tap = handle.frame_tap(4);
     handle.push_audio(audio).unwrap();
@@ -95,13 +114,19 @@ fn render_offline(seed: u64, audio: &[f32]) -> Vec<Arc<VideoFrame>> {
             frames.push(frame);
             continue;
         }
-        if events.try_iter().any(|e| matches!(e, EngineEvent::Finished { .. })) {
+        if events
+            .try_iter()
+            .any(|e| matches!(e, EngineEvent::Finished { .. }))
+        {
             while let Some(frame) = tap.try_recv() {
                 frames.push(frame);
             }
             break;
         }
-        assert!(Instant::now() < deadline, "offline rendering did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "offline rendering did not finish"
+        );
     }
     handle.stop().unwrap();
     frames
@@ -113,12 +138,22 @@ fn offline_frames_carry_the_pts_of_their_audio_in_order() {
     // 1 s of audio at 30 fps, one frame per block.
     assert_eq!(frames.len(), 30);
     for (i, frame) in frames.iter().enumerate() {
-        assert_eq!(frame.pts, Duration::from_nanos(i as u64 * 1_000_000_000 / 30), "frame {i}");
-        assert_eq!((frame.width, frame.height, frame.format), (WIDTH, HEIGHT, PixelFormat::Rgba));
+        assert_eq!(
+            frame.pts,
+            Duration::from_nanos(i as u64 * 1_000_000_000 / 30),
+            "frame {i}"
+        );
+        assert_eq!(
+            (frame.width, frame.height, frame.format),
+            (WIDTH, HEIGHT, PixelFormat::Rgba)
+        );
     }
     // The audio drives the picture: the mouth moves, so frames differ.
     let distinct = frames.windows(2).filter(|w| w[0].data != w[1].data).count();
-    assert!(distinct > 10, "only {distinct} frame changes in 1 s of speech");
+    assert!(
+        distinct > 10,
+        "only {distinct} frame changes in 1 s of speech"
+    );
 }
 
 #[test]
@@ -129,28 +164,53 @@ fn offline_rendering_is_deterministic_for_a_seed() {
     assert_eq!(first.len(), 24);
     assert_eq!(first.len(), second.len());
     for (i, (a, b)) in first.iter().zip(&second).enumerate() {
-        assert!(a == b, "frame {i} differs between two runs with the same seed");
+        assert!(
+            a == b,
+            "frame {i} differs between two runs with the same seed"
+        );
     }
 }
 
 #[test]
 fn status_and_events_report_the_run() {
     let bus = FrameBus::new();
-    let handle = EngineService::start(cpu_engine(1), persona("anna", "#336699"), bus.clone(), EngineOptions::offline()).unwrap();
+    let handle = EngineService::start(
+        cpu_engine(1),
+        persona("anna", "#336699"),
+        bus.clone(),
+        EngineOptions::offline(),
+    )
+    .unwrap();
     let events = handle.events();
     let _watcher = bus.subscribe();
     handle.push_audio(&speech(0.5)).unwrap();
     handle.finish_audio();
-    wait_event(&events, "speaking started", |e| matches!(e, EngineEvent::SpeakingStarted { .. }));
-    let finished = wait_event(&events, "finished", |e| matches!(e, EngineEvent::Finished { .. }));
-    assert_eq!(finished, EngineEvent::Finished { pts: Duration::from_millis(500) });
+    wait_event(&events, "speaking started", |e| {
+        matches!(e, EngineEvent::SpeakingStarted { .. })
+    });
+    let finished = wait_event(&events, "finished", |e| {
+        matches!(e, EngineEvent::Finished { .. })
+    });
+    assert_eq!(
+        finished,
+        EngineEvent::Finished {
+            pts: Duration::from_millis(500)
+        }
+    );
     let status = handle.status();
     assert_eq!(status.engine, "cpu-avatar");
     assert_eq!(status.persona, "anna");
     assert_eq!(status.target_fps, 30);
     assert_eq!(status.frames_rendered, 15);
-    assert_eq!(status.state, EngineState::Idle, "offline audio used up: the engine idles");
-    assert_eq!(status.last_pts, Duration::from_nanos(14 * 1_000_000_000 / 30));
+    assert_eq!(
+        status.state,
+        EngineState::Idle,
+        "offline audio used up: the engine idles"
+    );
+    assert_eq!(
+        status.last_pts,
+        Duration::from_nanos(14 * 1_000_000_000 / 30)
+    );
     assert!(status.latency >= Duration::from_nanos(1_000_000_000 / 30));
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["state"], "idle");
@@ -158,11 +218,17 @@ fn status_and_events_report_the_run() {
     // The presenter publishes the last frame on the bus, and it stays there.
     let deadline = Instant::now() + LONG;
     while bus.latest().map(|(_, frame)| frame.pts) != Some(status.last_pts) {
-        assert!(Instant::now() < deadline, "the last frame never reached the bus");
+        assert!(
+            Instant::now() < deadline,
+            "the last frame never reached the bus"
+        );
         thread::sleep(Duration::from_millis(5));
     }
     // Bad audio is one clear error; the service is unaffected.
-    assert!(matches!(handle.push_audio(&[f32::NAN]), Err(EngineError::InvalidInput(_))));
+    assert!(matches!(
+        handle.push_audio(&[f32::NAN]),
+        Err(EngineError::InvalidInput(_))
+    ));
     assert!(handle.say("hello").is_err(), "no text-to-speech configured");
     handle.stop().unwrap();
 }
@@ -197,7 +263,10 @@ impl AvatarEngine for WithoutSiblings {
     fn audio_context(&self) -> livetalk_engine::engine::AudioContext {
         self.0.audio_context()
     }
-    fn render(&mut self, audio: &livetalk_engine::engine::AudioWindow) -> livetalk_engine::engine::Result<Vec<VideoFrame>> {
+    fn render(
+        &mut self,
+        audio: &livetalk_engine::engine::AudioWindow,
+    ) -> livetalk_engine::engine::Result<Vec<VideoFrame>> {
         self.0.render(audio)
     }
     fn latency_budget(&self) -> Duration {
@@ -209,7 +278,8 @@ fn check_switch_cross_fades(engine: Box<dyn AvatarEngine>) {
     let bus = FrameBus::new();
     let mut options = EngineOptions::offline();
     options.crossfade = Duration::from_millis(300);
-    let handle = EngineService::start(engine, persona("red", "#c03020"), bus.clone(), options).unwrap();
+    let handle =
+        EngineService::start(engine, persona("red", "#c03020"), bus.clone(), options).unwrap();
     let events = handle.events();
     let tap = handle.frame_tap(1024);
     // Everything the bus shows, too: no black frame may ever appear there.
@@ -235,37 +305,67 @@ fn check_switch_cross_fades(engine: Box<dyn AvatarEngine>) {
     handle.switch_persona(persona("blue", "#2040c0")).unwrap();
     // The old persona goes on rendering this audio until the new one is prepared.
     handle.push_audio(&speech(1.0)).unwrap();
-    let changed = wait_event(&events, "persona changed", |e| matches!(e, EngineEvent::PersonaChanged { .. }));
-    let EngineEvent::PersonaChanged { persona: name, time_to_first_frame } = changed else { unreachable!() };
+    let changed = wait_event(&events, "persona changed", |e| {
+        matches!(e, EngineEvent::PersonaChanged { .. })
+    });
+    let EngineEvent::PersonaChanged {
+        persona: name,
+        time_to_first_frame,
+    } = changed
+    else {
+        unreachable!()
+    };
     assert_eq!(name, "blue");
     assert!(time_to_first_frame < LONG);
     handle.finish_audio();
-    wait_event(&events, "finished", |e| matches!(e, EngineEvent::Finished { .. }));
+    wait_event(&events, "finished", |e| {
+        matches!(e, EngineEvent::Finished { .. })
+    });
     let frames: Vec<_> = std::iter::from_fn(|| tap.try_recv()).collect();
     watching.store(false, Ordering::SeqCst);
     watcher.join().unwrap();
-    assert!(!bus_black.load(Ordering::SeqCst), "the bus showed a black frame");
+    assert!(
+        !bus_black.load(Ordering::SeqCst),
+        "the bus showed a black frame"
+    );
 
     let status = handle.status();
     assert_eq!(status.persona, "blue");
     assert_eq!(status.last_switch_time, Some(time_to_first_frame));
     handle.stop().unwrap();
 
-    assert_eq!(frames.len(), 45, "1.5 s of audio, nothing lost in the switch");
+    assert_eq!(
+        frames.len(),
+        45,
+        "1.5 s of audio, nothing lost in the switch"
+    );
     for (i, frame) in frames.iter().enumerate() {
-        assert_eq!(frame.pts, Duration::from_nanos(i as u64 * 1_000_000_000 / 30));
+        assert_eq!(
+            frame.pts,
+            Duration::from_nanos(i as u64 * 1_000_000_000 / 30)
+        );
         assert!(brightness(frame) > 20.0, "frame {i} is black");
     }
     let corners: Vec<[u8; 3]> = frames.iter().map(|f| corner(f)).collect();
     let old = corners[0];
     let new = *corners.last().unwrap();
-    assert!(old[0] > new[0] + 60 && new[2] > old[2] + 60, "{old:?} → {new:?}");
+    assert!(
+        old[0] > new[0] + 60 && new[2] > old[2] + 60,
+        "{old:?} → {new:?}"
+    );
     let first_changed = corners.iter().position(|c| *c != old).unwrap();
-    let faded: Vec<[u8; 3]> = corners[first_changed..].iter().take_while(|c| **c != new).copied().collect();
+    let faded: Vec<[u8; 3]> = corners[first_changed..]
+        .iter()
+        .take_while(|c| **c != new)
+        .copied()
+        .collect();
     // 300 ms at 30 fps: 9 blended frames, red falling and blue rising all the way.
     assert_eq!(faded.len(), 9, "{corners:?}");
     for pair in faded.windows(2) {
-        assert!(pair[1][0] < pair[0][0] && pair[1][2] > pair[0][2], "not a monotonic fade: {faded:?}");
+        assert!(
+            pair[1][0] < pair[0][0] && pair[1][2] > pair[0][2],
+            "not a monotonic fade: {faded:?}"
+        );
     }
     assert!(faded[0][0] < old[0] && faded[8][0] > new[0]);
     assert!(corners[first_changed + 9..].iter().all(|c| *c == new));
@@ -275,7 +375,13 @@ fn check_switch_cross_fades(engine: Box<dyn AvatarEngine>) {
 fn a_failed_switch_keeps_the_old_persona_streaming() {
     let bus = FrameBus::new();
     let (engine, faults) = faulty_engine(12);
-    let handle = EngineService::start(engine, persona("red", "#c03020"), bus.clone(), EngineOptions::offline()).unwrap();
+    let handle = EngineService::start(
+        engine,
+        persona("red", "#c03020"),
+        bus.clone(),
+        EngineOptions::offline(),
+    )
+    .unwrap();
     let events = handle.events();
     let tap = handle.frame_tap(1024);
     handle.push_audio(&speech(0.3)).unwrap();
@@ -283,29 +389,50 @@ fn a_failed_switch_keeps_the_old_persona_streaming() {
     faults.inject(Fault::PrepareError);
     handle.switch_persona(persona("blue", "#2040c0")).unwrap();
     let error = wait_event(&events, "error", |e| matches!(e, EngineEvent::Error { .. }));
-    let EngineEvent::Error { message, .. } = error else { unreachable!() };
-    assert!(message.contains("switching to persona `blue`") && message.contains("injected fault"), "{message}");
+    let EngineEvent::Error { message, .. } = error else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("switching to persona `blue`") && message.contains("injected fault"),
+        "{message}"
+    );
     handle.push_audio(&speech(0.3)).unwrap();
     handle.finish_audio();
-    wait_event(&events, "finished", |e| matches!(e, EngineEvent::Finished { .. }));
+    wait_event(&events, "finished", |e| {
+        matches!(e, EngineEvent::Finished { .. })
+    });
     let status = handle.status();
     assert_eq!(status.persona, "red");
     assert_eq!(status.switching_to, None);
     assert_eq!(status.state, EngineState::Idle);
-    assert_eq!(status.restarts, 0, "the streaming engine was never disturbed");
+    assert_eq!(
+        status.restarts, 0,
+        "the streaming engine was never disturbed"
+    );
     let frames: Vec<_> = std::iter::from_fn(|| tap.try_recv()).collect();
     assert_eq!(frames.len(), 18);
-    assert!(frames.iter().all(|f| corner(f) == corner(&frames[0])), "the red persona throughout");
+    assert!(
+        frames.iter().all(|f| corner(f) == corner(&frames[0])),
+        "the red persona throughout"
+    );
     handle.stop().unwrap();
 }
 
 #[test]
 fn rendering_pauses_while_nobody_watches_and_resumes() {
     let bus = FrameBus::new();
-    let handle = EngineService::start(cpu_engine(5), persona("anna", "#336699"), bus.clone(), EngineOptions::live()).unwrap();
+    let handle = EngineService::start(
+        cpu_engine(5),
+        persona("anna", "#336699"),
+        bus.clone(),
+        EngineOptions::live(),
+    )
+    .unwrap();
     let subscriber = bus.subscribe();
     handle.push_audio(&speech(5.0)).unwrap();
-    wait_status(&handle, "rendering", |s| s.frames_rendered >= 5 && s.state == EngineState::Running);
+    wait_status(&handle, "rendering", |s| {
+        s.frames_rendered >= 5 && s.state == EngineState::Running
+    });
     let skipped_before = handle.status().blocks_skipped;
 
     subscriber.set_watching(false);
@@ -315,16 +442,29 @@ fn rendering_pauses_while_nobody_watches_and_resumes() {
     thread::sleep(Duration::from_millis(400));
     // At most the frames already handed to the presenter come out after the idle.
     let frames_per_latency = 1 + (handle.status().latency.as_secs_f64() * 30.0).ceil() as u64;
-    assert_eq!(handle.status().frames_rendered, rendered, "rendered while nobody watched");
-    assert!(bus.seq() <= published + frames_per_latency, "the keeper kept publishing to nobody");
+    assert_eq!(
+        handle.status().frames_rendered,
+        rendered,
+        "rendered while nobody watched"
+    );
+    assert!(
+        bus.seq() <= published + frames_per_latency,
+        "the keeper kept publishing to nobody"
+    );
     let (_, last) = bus.latest().expect("the last frame stays on the bus");
     let paused_at = last.pts;
 
     subscriber.set_watching(true);
-    wait_status(&handle, "running again", |s| s.frames_rendered > rendered + 3);
+    wait_status(&handle, "running again", |s| {
+        s.frames_rendered > rendered + 3
+    });
     // Live: it picks up at the clock, not where it stopped.
     let status = handle.status();
-    assert!(status.last_pts >= paused_at + Duration::from_millis(300), "{:?} vs {paused_at:?}", status.last_pts);
+    assert!(
+        status.last_pts >= paused_at + Duration::from_millis(300),
+        "{:?} vs {paused_at:?}",
+        status.last_pts
+    );
     // 400 ms idle would be 12 blocks: idling is not counted as falling behind.
     assert!(status.blocks_skipped < skipped_before + 12, "{status:?}");
 
@@ -337,7 +477,9 @@ fn rendering_pauses_while_nobody_watches_and_resumes() {
     assert_eq!(handle.status().frames_rendered, rendered);
     assert!(bus.seq() > seq + 3, "the keeper stopped while paused");
     handle.resume().unwrap();
-    wait_status(&handle, "running after resume", |s| s.frames_rendered > rendered + 3);
+    wait_status(&handle, "running after resume", |s| {
+        s.frames_rendered > rendered + 3
+    });
     handle.stop().unwrap();
 }
 
@@ -386,7 +528,8 @@ fn error_nan_and_panic_each_restart_the_engine_while_the_bus_stays_fed() {
     options.restart_backoff = Duration::from_millis(600);
     options.max_restart_backoff = Duration::from_millis(600);
     let keepalive = options.keepalive;
-    let handle = EngineService::start(engine, persona("anna", "#336699"), bus.clone(), options).unwrap();
+    let handle =
+        EngineService::start(engine, persona("anna", "#336699"), bus.clone(), options).unwrap();
     let events = handle.events();
     let meter = GapMeter::start(&bus);
     handle.push_audio(&speech(30.0)).unwrap();
@@ -400,12 +543,22 @@ fn error_nan_and_panic_each_restart_the_engine_while_the_bus_stays_fed() {
     for (attempt, (fault, message)) in expected.iter().enumerate() {
         faults.inject(*fault);
         let error = wait_event(&events, "error", |e| matches!(e, EngineEvent::Error { .. }));
-        let EngineEvent::Error { message: text, consecutive_failures } = error else { unreachable!() };
+        let EngineEvent::Error {
+            message: text,
+            consecutive_failures,
+        } = error
+        else {
+            unreachable!()
+        };
         assert!(text.contains(message), "{fault:?}: {text}");
         assert_eq!(consecutive_failures, 1);
-        wait_event(&events, "restarted", |e| matches!(e, EngineEvent::Restarted { .. }));
+        wait_event(&events, "restarted", |e| {
+            matches!(e, EngineEvent::Restarted { .. })
+        });
         let rendered = handle.status().frames_rendered;
-        wait_status(&handle, "rendering after the restart", |s| s.frames_rendered > rendered + 5);
+        wait_status(&handle, "rendering after the restart", |s| {
+            s.frames_rendered > rendered + 5
+        });
         assert_eq!(handle.status().restarts, attempt as u64 + 1);
     }
     let (max_gap, frames) = meter.finish();
@@ -416,7 +569,10 @@ fn error_nan_and_panic_each_restart_the_engine_while_the_bus_stays_fed() {
     assert!(frames > 30);
     // Correctness bound: a frame every sink period, with slack for a slow shared machine; a
     // restart alone takes 600 ms.
-    assert!(max_gap < keepalive + Duration::from_millis(250), "longest gap between frames: {max_gap:?}");
+    assert!(
+        max_gap < keepalive + Duration::from_millis(250),
+        "longest gap between frames: {max_gap:?}"
+    );
     handle.stop().unwrap();
 }
 
@@ -427,7 +583,8 @@ fn gives_up_after_repeated_failures_but_keeps_idle_frames_on_the_bus() {
     let mut options = EngineOptions::live();
     options.max_consecutive_failures = 2;
     options.restart_backoff = Duration::from_millis(20);
-    let handle = EngineService::start(engine, persona("anna", "#336699"), bus.clone(), options).unwrap();
+    let handle =
+        EngineService::start(engine, persona("anna", "#336699"), bus.clone(), options).unwrap();
     let events = handle.events();
     let _watcher = bus.subscribe();
     handle.push_audio(&speech(30.0)).unwrap();
@@ -437,14 +594,26 @@ fn gives_up_after_repeated_failures_but_keeps_idle_frames_on_the_bus() {
     faults.inject(Fault::PrepareError);
     faults.inject(Fault::PrepareError);
     faults.inject(Fault::RenderError);
-    wait_event(&events, "failed", |e| *e == EngineEvent::StateChanged { state: EngineState::Failed });
+    wait_event(&events, "failed", |e| {
+        *e == EngineEvent::StateChanged {
+            state: EngineState::Failed,
+        }
+    });
     let status = handle.status();
     assert_eq!(status.consecutive_failures, 3);
-    assert!(status.last_error.as_deref().unwrap().contains("injected fault"));
+    assert!(status
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("injected fault"));
     let rendered = status.frames_rendered;
     let seq = bus.seq();
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(handle.status().frames_rendered, rendered, "a failed engine renders nothing");
+    assert_eq!(
+        handle.status().frames_rendered,
+        rendered,
+        "a failed engine renders nothing"
+    );
     assert!(bus.seq() > seq + 3, "idle frames stopped while failed");
     assert!(brightness(&bus.latest().unwrap().1) > 20.0);
 
@@ -463,12 +632,15 @@ fn a_failing_first_prepare_is_retried() {
     faults.inject(Fault::PrepareError);
     let mut options = EngineOptions::offline();
     options.restart_backoff = Duration::from_millis(10);
-    let handle = EngineService::start(engine, persona("anna", "#336699"), bus.clone(), options).unwrap();
+    let handle =
+        EngineService::start(engine, persona("anna", "#336699"), bus.clone(), options).unwrap();
     let events = handle.events();
     let tap = handle.frame_tap(64);
     handle.push_audio(&speech(0.2)).unwrap();
     handle.finish_audio();
-    wait_event(&events, "finished", |e| matches!(e, EngineEvent::Finished { .. }));
+    wait_event(&events, "finished", |e| {
+        matches!(e, EngineEvent::Finished { .. })
+    });
     let frames: Vec<_> = std::iter::from_fn(|| tap.try_recv()).collect();
     assert_eq!(frames.len(), 6);
     assert_eq!(handle.status().restarts, 1);
@@ -490,13 +662,23 @@ fn say_speaks_through_the_timeline_and_mute_silences() {
     let bus = FrameBus::new();
     let mut options = EngineOptions::offline();
     options.speech = Some(Arc::new(ToneSpeech));
-    let handle = EngineService::start(cpu_engine(6), persona("anna", "#336699"), bus.clone(), options).unwrap();
+    let handle = EngineService::start(
+        cpu_engine(6),
+        persona("anna", "#336699"),
+        bus.clone(),
+        options,
+    )
+    .unwrap();
     let events = handle.events();
     let _watcher = bus.subscribe();
     assert!(handle.say("   ").is_err(), "empty text");
     handle.say(&"a".repeat(50)).unwrap(); // 0.5 s
-    let started = wait_event(&events, "speaking started", |e| matches!(e, EngineEvent::SpeakingStarted { .. }));
-    assert!(matches!(started, EngineEvent::SpeakingStarted { pts } if pts < Duration::from_millis(100)));
+    let started = wait_event(&events, "speaking started", |e| {
+        matches!(e, EngineEvent::SpeakingStarted { .. })
+    });
+    assert!(
+        matches!(started, EngineEvent::SpeakingStarted { pts } if pts < Duration::from_millis(100))
+    );
     wait_status(&handle, "all spoken", |s| s.frames_rendered >= 15);
     assert_eq!(handle.timeline().written(), 8000);
 
@@ -504,16 +686,28 @@ fn say_speaks_through_the_timeline_and_mute_silences() {
     wait_status(&handle, "muted", |s| s.muted);
     let pts = handle.push_audio(&speech(0.5)).unwrap();
     assert_eq!(pts, Duration::from_millis(500));
-    assert!(handle.timeline().read(8000..16_000).iter().all(|&s| s == 0.0));
+    assert!(handle
+        .timeline()
+        .read(8000..16_000)
+        .iter()
+        .all(|&s| s == 0.0));
     handle.finish_audio();
-    wait_event(&events, "speaking stopped", |e| matches!(e, EngineEvent::SpeakingStopped { .. }));
+    wait_event(&events, "speaking stopped", |e| {
+        matches!(e, EngineEvent::SpeakingStopped { .. })
+    });
     handle.stop().unwrap();
 }
 
 #[test]
 fn live_audio_tap_and_frames_share_one_clock() {
     let bus = FrameBus::new();
-    let handle = EngineService::start(cpu_engine(8), persona("anna", "#336699"), bus.clone(), EngineOptions::live()).unwrap();
+    let handle = EngineService::start(
+        cpu_engine(8),
+        persona("anna", "#336699"),
+        bus.clone(),
+        EngineOptions::live(),
+    )
+    .unwrap();
     let tap = handle.audio_tap(1024);
     let _watcher = bus.subscribe();
     let pushed_at = handle.push_audio(&speech(1.0)).unwrap();
@@ -526,7 +720,10 @@ fn live_audio_tap_and_frames_share_one_clock() {
     // The newest frame on the bus is not ahead of the audio clock: pts + L is its show time.
     let (_, frame) = bus.latest().unwrap();
     assert!(frame.pts <= handle.timeline().now());
-    assert!(pushed_at <= Duration::from_millis(500), "pushed right after start: {pushed_at:?}");
+    assert!(
+        pushed_at <= Duration::from_millis(500),
+        "pushed right after start: {pushed_at:?}"
+    );
     let control = handle.control();
     handle.stop().unwrap();
     assert!(matches!(control.pause(), Err(EngineError::Stopped)));

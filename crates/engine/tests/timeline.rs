@@ -41,7 +41,10 @@ fn offline_readiness_waits_for_audio_then_reports_exhaustion() {
     assert_eq!(timeline.readiness(500, 1500), Readiness::Ready);
     // ... and nothing after it.
     assert_eq!(timeline.readiness(1000, 2000), Readiness::Exhausted);
-    assert!(matches!(timeline.push(&[0.0]), Err(EngineError::InvalidInput(_))));
+    assert!(matches!(
+        timeline.push(&[0.0]),
+        Err(EngineError::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -114,12 +117,18 @@ fn mute_turns_pushed_audio_into_silence_of_the_same_length() {
 fn bad_audio_is_refused_with_one_clear_error() {
     let timeline = AudioTimeline::offline();
     let error = timeline.push(&[0.0, f32::NAN, 0.1]).unwrap_err();
-    assert!(error.to_string().contains("sample 1 of 3 is NaN"), "{error}");
+    assert!(
+        error.to_string().contains("sample 1 of 3 is NaN"),
+        "{error}"
+    );
     assert!(timeline.push(&[f32::INFINITY]).is_err());
     assert_eq!(timeline.written(), 0, "nothing of a refused push lands");
 
     let wrong_rate = AudioChunk::engine_mono(vec![0.1; 10], Duration::ZERO);
-    let wrong_rate = AudioChunk { sample_rate: 44_100, ..wrong_rate };
+    let wrong_rate = AudioChunk {
+        sample_rate: 44_100,
+        ..wrong_rate
+    };
     let error = timeline.push_chunk(&wrong_rate).unwrap_err();
     assert!(error.to_string().contains("44100 Hz"), "{error}");
 
@@ -137,7 +146,10 @@ fn old_samples_are_let_go_but_recent_ones_kept() {
     timeline.advance_clock(Duration::from_secs(seconds as u64));
     let end = 16_000 * seconds as u64;
     timeline.reader_progress(end, end - 16_000);
-    assert!(timeline.read(0..10).iter().all(|&s| s == 0.0), "older than the history");
+    assert!(
+        timeline.read(0..10).iter().all(|&s| s == 0.0),
+        "older than the history"
+    );
     assert!(timeline.read(end - 16_000..end).iter().all(|&s| s == 0.5));
 }
 
@@ -177,7 +189,10 @@ fn window_carries_context_block_and_lookahead() {
     let timeline = AudioTimeline::offline();
     let audio = ramp(40_000, 0.0);
     timeline.push(&audio).unwrap();
-    let context = AudioContext { before: 2000, after: 500 };
+    let context = AudioContext {
+        before: 2000,
+        after: 500,
+    };
     // Block 0: the context before the timeline's start is silence.
     let first = AudioWindow::for_block(0, 12, 16, context, |r| timeline.read(r));
     assert_eq!(first.samples().len(), 2000 + 12_000 + 500);
@@ -192,7 +207,10 @@ fn window_carries_context_block_and_lookahead() {
     assert_eq!(second.pts(), ms(750));
     assert_eq!(second.first_frame_index(), 12);
     for i in 0..12 {
-        assert_eq!(second.frame_pts(i), ms(750) + Duration::from_nanos(62_500_000 * i as u64));
+        assert_eq!(
+            second.frame_pts(i),
+            ms(750) + Duration::from_nanos(62_500_000 * i as u64)
+        );
         let start = 12_000 + i * 1000;
         assert_eq!(second.frame_audio(i), &audio[start..start + 1000]);
     }

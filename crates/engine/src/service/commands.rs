@@ -1,6 +1,7 @@
 //! Commands to the engine worker, and the text-to-speech side thread that turns "say this"
 //! into audio on the timeline without stalling the render loop.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -66,8 +67,9 @@ pub(crate) fn spawn_speaker(
         .name("livetalk-speech".into())
         .spawn(move || {
             for (text, voice) in receiver {
-                let spoken = synth
-                    .synthesize(&text, &voice)
+                // A panicking synthesiser must not take text-to-speech down for good.
+                let spoken = catch_unwind(AssertUnwindSafe(|| synth.synthesize(&text, &voice)))
+                    .unwrap_or_else(|_| Err(EngineError::Panicked("text-to-speech".into())))
                     .and_then(|samples| timeline.push(&samples));
                 if let Err(error) = spoken {
                     tracing::warn!(%error, "text-to-speech failed");

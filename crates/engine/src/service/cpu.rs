@@ -35,7 +35,10 @@ pub struct CpuAvatarEngine {
 
 impl CpuAvatarEngine {
     pub fn new(seed: u64) -> Self {
-        CpuAvatarEngine { seed, renderer: None }
+        CpuAvatarEngine {
+            seed,
+            renderer: None,
+        }
     }
 }
 
@@ -93,7 +96,9 @@ impl AvatarEngine for CpuAvatarEngine {
 
     fn render(&mut self, audio: &AudioWindow) -> Result<Vec<VideoFrame>> {
         let Some((renderer, width, height)) = &mut self.renderer else {
-            return Err(EngineError::Render("the CPU avatar has no persona prepared".into()));
+            return Err(EngineError::Render(
+                "the CPU avatar has no persona prepared".into(),
+            ));
         };
         let pts = audio.frame_pts(0);
         let mut rgba = vec![0u8; *width as usize * *height as usize * 4];
@@ -104,7 +109,13 @@ impl AvatarEngine for CpuAvatarEngine {
                 .map(|_| ()),
         };
         drawn.map_err(|e| EngineError::Render(e.to_string()))?;
-        Ok(vec![VideoFrame::new(*width, *height, PixelFormat::Rgba, rgba, pts)?])
+        Ok(vec![VideoFrame::new(
+            *width,
+            *height,
+            PixelFormat::Rgba,
+            rgba,
+            pts,
+        )?])
     }
 
     fn latency_budget(&self) -> Duration {

@@ -88,7 +88,8 @@ mod tests {
     fn other_size_is_a_cut() {
         let old = VideoFrame::solid(4, 2, PixelFormat::Rgb24, [200, 0, 0], Duration::ZERO).unwrap();
         let mut fade = Crossfade::new(Arc::new(old), Duration::from_millis(300), 10);
-        let mut new = VideoFrame::solid(2, 2, PixelFormat::Rgb24, [0, 0, 100], Duration::ZERO).unwrap();
+        let mut new =
+            VideoFrame::solid(2, 2, PixelFormat::Rgb24, [0, 0, 100], Duration::ZERO).unwrap();
         let before = new.clone();
         fade.apply(&mut new);
         assert_eq!(new, before);

@@ -146,7 +146,8 @@ impl AvatarEngine for FaultInjector {
 
     fn sibling(&self) -> Result<Option<Box<dyn AvatarEngine>>> {
         Ok(self.inner.sibling()?.map(|inner| {
-            Box::new(FaultInjector::with_switch(inner, self.switch.clone())) as Box<dyn AvatarEngine>
+            Box::new(FaultInjector::with_switch(inner, self.switch.clone()))
+                as Box<dyn AvatarEngine>
         }))
     }
 }

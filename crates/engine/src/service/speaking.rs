@@ -77,12 +77,22 @@ mod tests {
         let quiet = vec![0.0; 1000];
         let ms = Duration::from_millis;
         assert_eq!(detector.update(ms(0), &quiet), None);
-        assert_eq!(detector.update(ms(100), &loud), Some(EngineEvent::SpeakingStarted { pts: ms(100) }));
+        assert_eq!(
+            detector.update(ms(100), &loud),
+            Some(EngineEvent::SpeakingStarted { pts: ms(100) })
+        );
         assert_eq!(detector.update(ms(200), &quiet), None);
-        assert_eq!(detector.update(ms(300), &loud), None, "a short pause is not a stop");
+        assert_eq!(
+            detector.update(ms(300), &loud),
+            None,
+            "a short pause is not a stop"
+        );
         assert_eq!(detector.update(ms(400), &quiet), None);
         assert_eq!(detector.update(ms(700), &quiet), None);
-        assert_eq!(detector.update(ms(800), &quiet), Some(EngineEvent::SpeakingStopped { pts: ms(400) }));
+        assert_eq!(
+            detector.update(ms(800), &quiet),
+            Some(EngineEvent::SpeakingStopped { pts: ms(400) })
+        );
         assert!(!detector.is_speaking());
     }
 }

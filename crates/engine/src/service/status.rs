@@ -156,15 +156,20 @@ impl Reporter {
         change(&mut self.status.lock());
     }
 
-    /// Sets the state, with an event when it changed.
-    pub fn set_state(&self, state: EngineState) {
+    /// Sets the state, with an event when it changed; returns whether it changed. Outside
+    /// `Running` the measured frame rate is 0.
+    pub fn set_state(&self, state: EngineState) -> bool {
         let changed = {
             let mut status = self.status.lock();
+            if state != EngineState::Running {
+                status.fps = 0.0;
+            }
             std::mem::replace(&mut status.state, state) != state
         };
         if changed {
             self.emit(EngineEvent::StateChanged { state });
         }
+        changed
     }
 
     pub fn subscribe(&self) -> Receiver<EngineEvent> {
@@ -176,7 +181,10 @@ impl Reporter {
     pub fn emit(&self, event: EngineEvent) {
         tracing::debug!(?event, "engine event");
         self.listeners.lock().retain(|listener| {
-            !matches!(listener.try_send(event.clone()), Err(TrySendError::Disconnected(_)))
+            !matches!(
+                listener.try_send(event.clone()),
+                Err(TrySendError::Disconnected(_))
+            )
         });
     }
 }

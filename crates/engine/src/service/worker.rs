@@ -32,6 +32,12 @@ use crate::engine::{
 };
 use crate::timeline::{AudioTimeline, Pacing, Readiness};
 
+mod recovery;
+mod switch;
+
+use recovery::{panic_message, prepare_guarded};
+use switch::Prepared;
+
 /// How often a waiting worker looks at the watcher count.
 const WATCH_POLL: Duration = Duration::from_millis(20);
 /// Latency is raised in steps of this, so small jitter does not move it every block.
@@ -50,15 +56,6 @@ pub(crate) struct WorkerSetup {
     pub frame_taps: FrameTaps,
     pub speech: Option<Sender<SpeechRequest>>,
     pub stopping: Arc<AtomicBool>,
-}
-
-/// A persona prepared on a side thread, ready to take over.
-struct Prepared {
-    generation: u64,
-    persona: Persona,
-    engine: Box<dyn AvatarEngine>,
-    result: Result<(), EngineError>,
-    requested_at: Instant,
 }
 
 /// The engine's shape, re-read whenever the engine changes.
@@ -133,7 +130,9 @@ impl Worker {
         let _ = self.setup.presenter.send(Present::Idle(Arc::new(idle)));
         let persona = self.setup.persona.clone();
         match prepare_guarded(self.setup.engine.as_mut(), &persona) {
-            Ok(()) => self.setup.reporter.set_state(EngineState::Running),
+            Ok(()) => {
+                self.setup.reporter.set_state(EngineState::Running);
+            }
             Err(error) => self.fail(error),
         }
         while !self.stop {
@@ -155,7 +154,10 @@ impl Worker {
                 self.wait(WATCH_POLL);
             } else {
                 self.step();
+                continue;
             }
+            // Not rendering: the next frame-rate measurement starts when rendering does.
+            self.fps_window = (Instant::now(), 0);
         }
         self.setup.reporter.set_state(EngineState::Stopped);
     }
@@ -167,8 +169,7 @@ impl Worker {
     /// Renders the next block if its audio is there, else waits for it.
     fn step(&mut self) {
         let block = self.choose_block();
-        let (start, end) =
-            block_sample_range(block, self.shape.frames_per_block, self.shape.fps);
+        let (start, end) = block_sample_range(block, self.shape.frames_per_block, self.shape.fps);
         let needed_end = end + self.shape.context.after as u64;
         match self.setup.timeline.readiness(start, needed_end) {
             Readiness::Ready => self.render(block),
@@ -210,7 +211,11 @@ impl Worker {
     }
 
     fn render(&mut self, block: u64) {
-        let Shape { fps, frames_per_block, context } = self.shape;
+        let Shape {
+            fps,
+            frames_per_block,
+            context,
+        } = self.shape;
         let timeline = &self.setup.timeline;
         let window =
             AudioWindow::for_block(block, frames_per_block, fps, context, |r| timeline.read(r));
@@ -250,7 +255,9 @@ impl Worker {
                 fade.apply(&mut frame);
             }
             let frame = Arc::new(frame);
-            self.setup.frame_taps.send(&frame, !live, &self.setup.stopping);
+            self.setup
+                .frame_taps
+                .send(&frame, !live, &self.setup.stopping);
             let due = if live {
                 self.setup.timeline.instant_of_pts(frame.pts) + self.latency
             } else {
@@ -293,13 +300,16 @@ impl Worker {
             return;
         }
         let block = block_duration(self.shape.frames_per_block, self.shape.fps);
-        let needed = block + self.shape.context.lookahead() + elapsed + self.setup.options.latency_margin;
+        let needed =
+            block + self.shape.context.lookahead() + elapsed + self.setup.options.latency_margin;
         if needed > self.latency {
             let steps = needed.as_nanos().div_ceil(LATENCY_STEP.as_nanos());
             self.latency = LATENCY_STEP * steps as u32;
             let latency = self.latency;
             self.setup.reporter.update(|s| s.latency = latency);
-            self.setup.reporter.emit(EngineEvent::LatencyChanged { latency });
+            self.setup
+                .reporter
+                .emit(EngineEvent::LatencyChanged { latency });
         }
     }
 
@@ -312,86 +322,6 @@ impl Worker {
             self.setup.reporter.update(|s| s.fps = fps);
             self.setup.reporter.emit(EngineEvent::Fps { fps });
         }
-    }
-
-    /// Records a failure; the main loop restarts the engine, or gives up after too many.
-    fn fail(&mut self, error: EngineError) {
-        self.failures += 1;
-        let failures = self.failures;
-        let message = error.to_string();
-        tracing::warn!(engine = self.setup.engine.name(), failures, %message, "engine failure");
-        self.setup.reporter.update(|s| {
-            s.last_error = Some(message.clone());
-            s.consecutive_failures = failures;
-        });
-        self.setup.reporter.emit(EngineEvent::Error {
-            message,
-            consecutive_failures: failures,
-        });
-        if failures > self.setup.options.max_consecutive_failures {
-            self.failed = true;
-            self.needs_restart = false;
-            self.setup.reporter.set_state(EngineState::Failed);
-        } else {
-            self.needs_restart = true;
-            self.setup.reporter.set_state(EngineState::Restarting);
-        }
-    }
-
-    /// Waits the backoff, then prepares the current persona again.
-    fn restart(&mut self) {
-        let exponent = self.failures.saturating_sub(1).min(16);
-        let backoff = self
-            .setup
-            .options
-            .restart_backoff
-            .saturating_mul(1 << exponent)
-            .min(self.setup.options.max_restart_backoff);
-        let until = Instant::now() + backoff;
-        while !self.stop && Instant::now() < until && self.needs_restart {
-            self.wait(until.saturating_duration_since(Instant::now()));
-        }
-        if self.stop || !self.needs_restart {
-            return;
-        }
-        self.needs_restart = false;
-        let persona = self.setup.persona.clone();
-        match prepare_guarded(self.setup.engine.as_mut(), &persona) {
-            Ok(()) => {
-                let attempt = self.failures;
-                self.setup.reporter.update(|s| s.restarts += 1);
-                self.setup.reporter.emit(EngineEvent::Restarted { attempt });
-                self.after_prepare();
-                self.setup.reporter.set_state(EngineState::Running);
-            }
-            Err(error) => self.fail(error),
-        }
-    }
-
-    /// After the engine (re)started: fade in from the last frame, re-read the engine's shape.
-    fn after_prepare(&mut self) {
-        let old_shape = self.shape;
-        self.shape = shape_of(self.setup.engine.as_ref());
-        if (old_shape.fps, old_shape.frames_per_block)
-            != (self.shape.fps, self.shape.frames_per_block)
-        {
-            // Keep the place on the timeline: the first block starting at or after the old one.
-            let start = block_sample_range(
-                self.next_block,
-                old_shape.frames_per_block,
-                old_shape.fps,
-            )
-            .0;
-            let clock = FrameClock::new(self.shape.fps);
-            let frame = clock.index_at(samples_to_duration(start, ENGINE_SAMPLE_RATE));
-            self.next_block = frame.div_ceil(self.shape.frames_per_block as u64);
-        }
-        self.latency = self.latency.max(self.setup.engine.latency_budget());
-        self.warming_up = true;
-        self.resync = true;
-        self.crossfade = self.last_frame.clone().map(|from| {
-            Crossfade::new(from, self.setup.options.crossfade, self.shape.fps)
-        });
     }
 
     fn drain_commands(&mut self) {
@@ -458,90 +388,6 @@ impl Worker {
             });
         }
     }
-
-    /// Prepares `persona` on a sibling engine while this one streams, or, for engines without
-    /// siblings, in place (the presenter holds the last frame meanwhile).
-    fn start_switch(&mut self, persona: Persona, at: Instant) {
-        self.switch_generation += 1;
-        let generation = self.switch_generation;
-        let name = persona.name.clone();
-        self.setup.reporter.update(|s| s.switching_to = Some(name.clone()));
-        match catch_unwind(AssertUnwindSafe(|| self.setup.engine.sibling()))
-            .unwrap_or_else(|payload| Err(EngineError::Panicked(panic_message(payload))))
-        {
-            Ok(Some(mut sibling)) => {
-                let done = self.prepared_tx.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("livetalk-prepare".into())
-                    .spawn(move || {
-                        let result = prepare_guarded(sibling.as_mut(), &persona);
-                        let _ = done.send(Prepared {
-                            generation,
-                            persona,
-                            engine: sibling,
-                            result,
-                            requested_at: at,
-                        });
-                    });
-                if let Err(error) = spawned {
-                    self.switch_failed(&name, EngineError::Render(format!("cannot start the preparing thread: {error}")));
-                }
-            }
-            Ok(None) => {
-                let result = prepare_guarded(self.setup.engine.as_mut(), &persona);
-                match result {
-                    Ok(()) => self.adopt(persona, at),
-                    Err(error) => {
-                        // The engine may hold half of the new persona: bring the old one back.
-                        self.switch_failed(&name, error);
-                        self.needs_restart = true;
-                    }
-                }
-            }
-            Err(error) => self.switch_failed(&name, error),
-        }
-    }
-
-    fn finish_switch(&mut self, prepared: Prepared) {
-        if prepared.generation != self.switch_generation {
-            return; // a newer switch superseded this one
-        }
-        match prepared.result {
-            Ok(()) => {
-                self.setup.engine = prepared.engine;
-                self.adopt(prepared.persona, prepared.requested_at);
-            }
-            Err(error) => self.switch_failed(&prepared.persona.name, error),
-        }
-    }
-
-    /// The engine now renders `persona`: fade to it and measure its first frame.
-    fn adopt(&mut self, persona: Persona, requested_at: Instant) {
-        let name = persona.name.clone();
-        self.setup.persona = persona;
-        self.failures = 0;
-        self.failed = false;
-        self.needs_restart = false;
-        self.switch_started = Some((name.clone(), requested_at));
-        self.setup.reporter.update(|s| {
-            s.persona = name;
-            s.consecutive_failures = 0;
-        });
-        self.after_prepare();
-    }
-
-    fn switch_failed(&mut self, persona: &str, error: EngineError) {
-        let message = format!("switching to persona `{persona}`: {error}");
-        tracing::warn!(%message, "persona switch failed");
-        self.setup.reporter.update(|s| {
-            s.switching_to = None;
-            s.last_error = Some(message.clone());
-        });
-        self.setup.reporter.emit(EngineEvent::Error {
-            message,
-            consecutive_failures: self.failures,
-        });
-    }
 }
 
 fn shape_of(engine: &dyn AvatarEngine) -> Shape {
@@ -549,21 +395,5 @@ fn shape_of(engine: &dyn AvatarEngine) -> Shape {
         fps: engine.fps().max(1),
         frames_per_block: engine.frames_per_block().max(1),
         context: engine.audio_context(),
-    }
-}
-
-/// `prepare` with panics turned into errors.
-fn prepare_guarded(engine: &mut dyn AvatarEngine, persona: &Persona) -> Result<(), EngineError> {
-    catch_unwind(AssertUnwindSafe(|| engine.prepare(persona)))
-        .unwrap_or_else(|payload| Err(EngineError::Panicked(panic_message(payload))))
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        text.to_string()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "a panic without a message".into()
     }
 }
