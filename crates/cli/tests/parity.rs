@@ -102,7 +102,7 @@ fn remove_tensor(path: &Path, drop: &str) {
         new_header.insert(k, v);
     }
     let mut h = serde_json::to_vec(&new_header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -136,7 +136,7 @@ impl OfflinePipeline {
         let device = self.dit.device().clone();
         let nfpb = req.generator.num_frame_per_block;
         let frames = req.num_latent_frames;
-        if nfpb == 0 || frames < 2 || frames % nfpb != 0 {
+        if nfpb == 0 || frames < 2 || !frames.is_multiple_of(nfpb) {
             candle_core::bail!(
                 "pipeline: num_latent_frames {frames} must be at least 2 and a multiple of num_frame_per_block {nfpb}"
             );
