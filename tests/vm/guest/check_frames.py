@@ -4,8 +4,10 @@ its backdrop at W x H: 8 colour bars, a strip of 8 blocks spelling the frame num
 
   check_frames.py raw FILE FORMAT W H [--min-frames N] [--progress]
       FORMAT yuyv|i420: every frame in FILE must show the bars and backdrop in BT.601 limited
-      range (each sample within 2 of the exact value); --progress: frame numbers never go back,
-      repeat at most 4 times and advance at least once per 8 frames (16 fps into 30 fps).
+      range (each sample within 2 of the exact value); --progress: frame numbers never go back
+      or jump by more than 8, and repeat at most 4 times (16 fps into 30 fps shows each once or
+      twice) except at the start, where a resuming engine may take up to 30 frames (1 s), showing
+      the backdrop alone or its last frame meanwhile.
   check_frames.py rgb FILE W H TOLERANCE       one rgb24 frame (e.g. from ffmpeg)
   check_frames.py points W H                   JSON sample points for the browser page
   check_frames.py pixels W H TOLERANCE JSON    the browser's RGB samples at those points
@@ -67,7 +69,14 @@ def check_raw(path, fmt, w, h, min_frames, progress):
     if len(frames) < min_frames:
         errors.append(f'{len(frames)} frames, wanted at least {min_frames}')
     numbers = []
+    leading_idle = 0
     for n, frame in enumerate(frames):
+        # A reader that wakes a paused engine before its first frame sees the backdrop alone
+        # (the camera's idle picture) for a moment: allowed at the start only.
+        x0, y0, _ = points(w, h)[0]
+        if n == leading_idle and all(abs(g - e) <= 2 for g, e in zip(yuv_at(frame, fmt, w, h, x0, y0), rgb_to_yuv(*BACKDROP))):
+            leading_idle += 1
+            continue
         number = 0
         for x, y, what in points(w, h):
             got = yuv_at(frame, fmt, w, h, x, y)
@@ -91,9 +100,15 @@ def check_raw(path, fmt, w, h, min_frames, progress):
         runs.append(run)
         if any(step > 8 for step in steps):
             errors.append(f'frame numbers jump or go back: {numbers}')
-        if max(runs) > 4:
-            errors.append(f'a frame repeated {max(runs)} times (stalled engine or pump?): {numbers}')
-    print(f'{path}: {len(frames)} {fmt} {w}x{h} frames, numbers {numbers[:40]}{"..." if len(numbers) > 40 else ""}, '
+        # The first run may be longer: a paused engine wakes up when the reader arrives, and
+        # the camera shows the last frame meanwhile.
+        if max(runs[1:], default=0) > 4:
+            errors.append(f'a frame repeated {max(runs[1:])} times (stalled engine or pump?): {numbers}')
+        if runs[0] + leading_idle > 30:
+            errors.append(f'the engine took {runs[0] + leading_idle} frames to resume: {numbers}')
+    if leading_idle and (leading_idle > 30 or not numbers):
+        errors.append(f'{leading_idle} backdrop-only frames before the pattern')
+    print(f'{path}: {len(frames)} {fmt} {w}x{h} frames ({leading_idle} backdrop-only first), numbers {numbers[:40]}{"..." if len(numbers) > 40 else ""}, '
           f'{len(errors)} errors')
     for e in errors[:10]:
         print('  ' + e)

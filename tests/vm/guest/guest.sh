@@ -34,9 +34,9 @@ wait_log() { i=0; until grep -q "$1" "$WLOG"; do i=$((i+1)); [ $i -gt $(($2 * 5)
 
 # stop_group PID: end a setsid'd process group (a hung Chromium may ignore SIGTERM)
 stop_group() {
-  kill -TERM -- -"$1" 2>/dev/null
+  kill -TERM -"$1" 2>/dev/null   # dash: no "--" before a negative pid
   i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 25 ]; do i=$((i+1)); sleep 0.2; done
-  kill -KILL -- -"$1" 2>/dev/null; wait "$1" 2>/dev/null
+  kill -KILL -"$1" 2>/dev/null; wait "$1" 2>/dev/null
 }
 # readers NAME DEV FORMAT W H: ffmpeg, v4l2-ctl --stream-mmap and headless Chromium read the camera
 readers() {
@@ -80,6 +80,9 @@ reload_module() {
 
 echo "guest.sh start t=$(t) kernel $(uname -r)"
 rm -f $S/*.out $S/*.raw $S/*.rgb $S/writer-*.log $S/*-chromium.log
+# For post-mortems of a hung guest: the process list with kernel wait channels, every 10 s.
+(while sleep 10; do ps -eo pid,pgid,stat,wchan:32,etime,args > $S/ps.tmp 2>&1; mv $S/ps.tmp $S/ps.log; done) &
+MONITOR=$!
 
 echo "== errors before the module is loaded"
 expect doctor-no-module sh -c "! $VT doctor > $S/doctor0.txt; cat $S/doctor0.txt; grep -q 'installed but not loaded' $S/doctor0.txt && grep -q 'fix: sudo modprobe v4l2loopback' $S/doctor0.txt"
@@ -164,5 +167,6 @@ else fail engine-paused "$(tail -5 "$WLOG")"; fi
 grep -E '^(OPENED|DEMAND|ENGINE)' "$WLOG" | tail -n 12
 stop_writer shared-writer-clean-exit
 
+kill $MONITOR 2>/dev/null
 echo "$PASSED passed, $FAILED failed${FAILED_NAMES:+ (failed:$FAILED_NAMES)} t=$(t)"
 [ $FAILED = 0 ]
