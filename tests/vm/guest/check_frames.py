@@ -7,7 +7,7 @@ its backdrop at W x H: 8 colour bars, a strip of 8 blocks spelling the frame num
       range (each sample within 2 of the exact value); --progress: frame numbers never go back
       or jump by more than 8, and repeat at most 4 times (16 fps into 30 fps shows each once or
       twice) except at the start, where a resuming engine may take up to 30 frames (1 s), showing
-      the backdrop alone or its last frame meanwhile.
+      the sink's opening black frame, the backdrop alone or its last frame meanwhile.
   check_frames.py rgb FILE W H TOLERANCE       one rgb24 frame (e.g. from ffmpeg)
   check_frames.py points W H                   JSON sample points for the browser page
   check_frames.py pixels W H TOLERANCE JSON    the browser's RGB samples at those points
@@ -71,10 +71,12 @@ def check_raw(path, fmt, w, h, min_frames, progress):
     numbers = []
     leading_idle = 0
     for n, frame in enumerate(frames):
-        # A reader that wakes a paused engine before its first frame sees the backdrop alone
-        # (the camera's idle picture) for a moment: allowed at the start only.
+        # At the start only: the black frame the sink writes when it opens the device, and the
+        # backdrop alone (the camera's idle picture) while a paused engine wakes up.
         x0, y0, _ = points(w, h)[0]
-        if n == leading_idle and all(abs(g - e) <= 2 for g, e in zip(yuv_at(frame, fmt, w, h, x0, y0), rgb_to_yuv(*BACKDROP))):
+        first = yuv_at(frame, fmt, w, h, x0, y0)
+        if n == leading_idle and any(all(abs(g - e) <= 2 for g, e in zip(first, idle))
+                                     for idle in (rgb_to_yuv(*BACKDROP), (16, 128, 128))):
             leading_idle += 1
             continue
         number = 0
@@ -107,8 +109,8 @@ def check_raw(path, fmt, w, h, min_frames, progress):
         if runs[0] + leading_idle > 30:
             errors.append(f'the engine took {runs[0] + leading_idle} frames to resume: {numbers}')
     if leading_idle and (leading_idle > 30 or not numbers):
-        errors.append(f'{leading_idle} backdrop-only frames before the pattern')
-    print(f'{path}: {len(frames)} {fmt} {w}x{h} frames ({leading_idle} backdrop-only first), numbers {numbers[:40]}{"..." if len(numbers) > 40 else ""}, '
+        errors.append(f'{leading_idle} black/backdrop-only frames before the pattern')
+    print(f'{path}: {len(frames)} {fmt} {w}x{h} frames ({leading_idle} black/backdrop-only first), numbers {numbers[:40]}{"..." if len(numbers) > 40 else ""}, '
           f'{len(errors)} errors')
     for e in errors[:10]:
         print('  ' + e)
