@@ -13,3 +13,4 @@ pub mod image_preprocess;
 pub mod layouts;
 pub mod umt5;
 pub mod prompt_cache;
+mod same_conv;

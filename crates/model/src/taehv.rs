@@ -13,9 +13,10 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use crate::same_conv::SameConv;
 
 /// Bad TAEHV configuration, weights or input.
 #[derive(Debug, thiserror::Error)]
@@ -183,22 +184,42 @@ impl TaehvConfig {
     }
 }
 
-fn conv3x3(c_in: usize, c_out: usize, bias: bool, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    if bias {
-        candle_nn::conv2d(c_in, c_out, 3, cfg, vb)
-    } else {
-        candle_nn::conv2d_no_bias(c_in, c_out, 3, cfg, vb)
+/// 3x3 convolution with padding 1 (keys `weight`, optional `bias`), computed as one
+/// channels-last matrix product.
+#[derive(Clone, Debug)]
+struct Conv3x3 {
+    conv: SameConv,
+    /// `[1, O, 1, 1]`.
+    bias: Option<Tensor>,
+}
+
+impl Module for Conv3x3 {
+    /// `x`: `[N, C, H, W]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv.forward_nchw(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
+}
+
+fn conv3x3(c_in: usize, c_out: usize, bias: bool, vb: VarBuilder) -> Result<Conv3x3> {
+    let weight = vb.get((c_out, c_in, 3, 3), "weight")?;
+    let bias = match bias {
+        true => Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?),
+        false => None,
+    };
+    Ok(Conv3x3 {
+        conv: SameConv::new(&weight)?,
+        bias,
+    })
 }
 
 /// `relu(conv(relu(conv(relu(conv([x, past]))))) + x)` (keys `conv.{0,2,4}`).
 #[derive(Clone, Debug)]
 struct MemBlock {
-    convs: [Conv2d; 3],
+    convs: [Conv3x3; 3],
 }
 
 impl MemBlock {
@@ -259,7 +280,7 @@ impl TGrow {
 enum Block {
     /// `tanh(x / 3) * 3`: soft clamp of the latents.
     SoftClamp,
-    Conv(Conv2d),
+    Conv(Conv3x3),
     Relu,
     Mem(MemBlock),
     /// Nearest-neighbour x2 (or x1 when the stage does not upscale space).
@@ -336,9 +357,11 @@ impl TaehvDecoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        crate::layouts::load_checked(path.as_ref(), |ck| crate::layouts::taehv(cfg, ck), |ck| {
-            Self::new(cfg, ck.var_builder(dtype, device))
-        })
+        crate::layouts::load_checked(
+            path.as_ref(),
+            |ck| crate::layouts::taehv(cfg, ck),
+            |ck| Self::new(cfg, ck.var_builder(dtype, device)),
+        )
     }
 
     pub fn config(&self) -> &TaehvConfig {

@@ -12,7 +12,6 @@
 
 mod coder;
 mod layers;
-mod same_conv;
 
 use std::path::Path;
 

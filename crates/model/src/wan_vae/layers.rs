@@ -7,8 +7,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::same_conv::SameConv;
 use super::VaeError;
+use crate::same_conv::SameConv;
 
 /// Frames of its input that each cached causal conv keeps for the next chunk.
 pub(crate) const CACHE_T: usize = 2;
