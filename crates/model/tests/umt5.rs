@@ -725,3 +725,37 @@ mod tokenizer {
         Ok(())
     }
 }
+
+/// Full-size umT5-XXL with random bf16 weights on the GPU: load time and the cost of one
+/// prompt (valid tokens only, as `encode_ids` runs it) and of a full 512-token sequence.
+/// `cargo test --release --features cuda --test umt5 -- --ignored --nocapture full_size`
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU with ~16 GB free"]
+fn full_size_speed_on_gpu() -> anyhow::Result<()> {
+    use std::time::Instant;
+    let dev = Device::new_cuda(0)?;
+    let t0 = Instant::now();
+    let model = ManifestModel::open_random(MANIFEST, DType::BF16, &dev, 0.02)?;
+    let cfg = Umt5Config::xxl();
+    let encoder = Umt5Encoder::new(&cfg, model.vb.clone())?;
+    dev.synchronize()?;
+    eprintln!("umt5-xxl random bf16 weights on GPU: {:.1} s", t0.elapsed().as_secs_f64());
+    for tokens in [32usize, 128, 512] {
+        let ids: Vec<u32> = (0..tokens as u32).map(|i| 100 + i * 7).collect();
+        let embeds = encoder.encode_ids(&ids, 512)?; // warm-up
+        dev.synchronize()?;
+        let runs = 5;
+        let t = Instant::now();
+        for _ in 0..runs {
+            encoder.encode_ids(&ids, 512)?;
+        }
+        dev.synchronize()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3 / runs as f64;
+        let finite = embeds.to_dtype(DType::F32)?.abs()?.max_all()?.to_scalar::<f32>()?.is_finite();
+        eprintln!("encode {tokens:>3} tokens: {ms:.1} ms (output finite: {finite})");
+        assert_eq!(embeds.dims(), &[512, 4096]);
+        assert!(finite);
+    }
+    Ok(())
+}
