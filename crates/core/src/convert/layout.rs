@@ -87,4 +87,87 @@ impl Chroma420 {
         let at = cy * self.stride + cx * self.step;
         (self.u + at, self.v + at)
     }
+
+    /// Chroma row `cy` of `chroma` (the buffer after the Y plane), `samples` U/V pairs long.
+    #[inline(always)]
+    pub fn row<'a>(&self, chroma: &'a [u8], cy: usize, samples: usize) -> ChromaRow<&'a [u8]> {
+        let at = cy * self.stride;
+        if self.step == 2 {
+            ChromaRow::Interleaved(&chroma[self.u + at..][..2 * samples])
+        } else {
+            ChromaRow::Planar(
+                &chroma[self.u + at..][..samples],
+                &chroma[self.v + at..][..samples],
+            )
+        }
+    }
+
+    /// Chroma row `cy` of `chroma` for writing.
+    #[inline(always)]
+    pub fn row_mut<'a>(
+        &self,
+        chroma: &'a mut [u8],
+        cy: usize,
+        samples: usize,
+    ) -> ChromaRow<&'a mut [u8]> {
+        let at = cy * self.stride;
+        if self.step == 2 {
+            ChromaRow::Interleaved(&mut chroma[self.u + at..][..2 * samples])
+        } else {
+            // I420: V lies after U, so one split gives both rows.
+            let (u_part, v_part) = chroma.split_at_mut(self.v);
+            ChromaRow::Planar(
+                &mut u_part[self.u + at..][..samples],
+                &mut v_part[at..][..samples],
+            )
+        }
+    }
+}
+
+/// One row of 4:2:0 chroma: separate U and V rows (I420) or one row of U, V pairs (NV12).
+/// Matching once per row keeps the per-pixel loops free of index arithmetic, so the compiler
+/// can vectorise them.
+pub(crate) enum ChromaRow<S> {
+    Planar(S, S),
+    Interleaved(S),
+}
+
+impl ChromaRow<&[u8]> {
+    /// Calls `f` with each item of `items` and the U, V sample beside it.
+    #[inline(always)]
+    pub fn zip_each<I: Iterator>(self, items: I, mut f: impl FnMut(I::Item, u8, u8)) {
+        match self {
+            ChromaRow::Planar(u, v) => {
+                for (item, (&u, &v)) in items.zip(u.iter().zip(v)) {
+                    f(item, u, v);
+                }
+            }
+            ChromaRow::Interleaved(uv) => {
+                for (item, pair) in items.zip(uv.chunks_exact(2)) {
+                    f(item, pair[0], pair[1]);
+                }
+            }
+        }
+    }
+}
+
+impl ChromaRow<&mut [u8]> {
+    /// Stores the U, V pairs that `samples` yields, in order.
+    #[inline(always)]
+    pub fn store(self, samples: impl Iterator<Item = (u8, u8)>) {
+        match self {
+            ChromaRow::Planar(u_row, v_row) => {
+                for ((u, v), (du, dv)) in samples.zip(u_row.iter_mut().zip(v_row)) {
+                    *du = u;
+                    *dv = v;
+                }
+            }
+            ChromaRow::Interleaved(uv) => {
+                for ((u, v), pair) in samples.zip(uv.chunks_exact_mut(2)) {
+                    pair[0] = u;
+                    pair[1] = v;
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Packed RGB → YUV in one pass: luma per pixel, chroma from the channel sums of each 2×2
-//! block (4:2:0) or horizontal pair (4:2:2).
+//! Packed RGB → YUV: luma per pixel, chroma from the channel sums of each 2×2 block (4:2:0,
+//! one pair of rows at a time) or horizontal pair (4:2:2).
 
 use super::coeffs::RgbToYuv;
 use super::layout::{Chroma420, RgbLayout};
@@ -16,36 +16,30 @@ pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
 ) {
     let src_stride = width * L::BYTES;
     let (luma, chroma_buf) = dst.split_at_mut(width * height);
-    let row_pairs = src
+    // Luma over the whole frame, then chroma from each pair of rows: two simple loops that the
+    // compiler vectorises (one fused loop over 2×2 blocks stays scalar); the second read of
+    // the source mostly comes from cache.
+    for (px, y) in src.chunks_exact(L::BYTES).zip(luma.iter_mut()) {
+        let (r, g, b) = L::read(px);
+        *y = k.luma(r, g, b);
+    }
+    for (cy, src_rows) in src
         .chunks_exact(2 * src_stride)
-        .zip(luma.chunks_exact_mut(2 * width))
-        .take(height / 2);
-    for (cy, (src_rows, luma_rows)) in row_pairs.enumerate() {
+        .take(height / 2)
+        .enumerate()
+    {
         let (top, bottom) = src_rows.split_at(src_stride);
-        let (luma_top, luma_bottom) = luma_rows.split_at_mut(width);
-        let blocks = top
+        let pairs = top
             .chunks_exact(2 * L::BYTES)
-            .zip(bottom.chunks_exact(2 * L::BYTES))
-            .zip(
-                luma_top
-                    .chunks_exact_mut(2)
-                    .zip(luma_bottom.chunks_exact_mut(2)),
-            );
-        for (cx, ((top_px, bottom_px), (y_top, y_bottom))) in blocks.enumerate() {
+            .zip(bottom.chunks_exact(2 * L::BYTES));
+        let samples = pairs.map(|(top_px, bottom_px)| {
             let (r0, g0, b0) = L::read(top_px);
             let (r1, g1, b1) = L::read(&top_px[L::BYTES..]);
             let (r2, g2, b2) = L::read(bottom_px);
             let (r3, g3, b3) = L::read(&bottom_px[L::BYTES..]);
-            y_top[0] = k.luma(r0, g0, b0);
-            y_top[1] = k.luma(r1, g1, b1);
-            y_bottom[0] = k.luma(r2, g2, b2);
-            y_bottom[1] = k.luma(r3, g3, b3);
-            let (u, v) =
-                k.chroma_of_sum(r0 + r1 + r2 + r3, g0 + g1 + g2 + g3, b0 + b1 + b2 + b3, 2);
-            let (ui, vi) = chroma.index(cx, cy);
-            chroma_buf[ui] = u;
-            chroma_buf[vi] = v;
-        }
+            k.chroma_of_sum(r0 + r1 + r2 + r3, g0 + g1 + g2 + g3, b0 + b1 + b2 + b3, 2)
+        });
+        chroma.row_mut(chroma_buf, cy, width / 2).store(samples);
     }
 }
 

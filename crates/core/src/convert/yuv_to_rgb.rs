@@ -30,16 +30,16 @@ pub(crate) fn yuv420_to_rgb<L: RgbLayout>(
                 top.chunks_exact_mut(2 * L::BYTES)
                     .zip(bottom.chunks_exact_mut(2 * L::BYTES)),
             );
-        for (cx, ((y_top, y_bottom), (top_px, bottom_px))) in blocks.enumerate() {
-            let (ui, vi) = chroma.index(cx, cy);
-            let terms = k.chroma(chroma_buf[ui], chroma_buf[vi]);
+        let row = chroma.row(chroma_buf, cy, width / 2);
+        row.zip_each(blocks, |((y_top, y_bottom), (top_px, bottom_px)), u, v| {
+            let terms = k.chroma(u, v);
             let (top0, top1) = top_px.split_at_mut(L::BYTES);
             let (bottom0, bottom1) = bottom_px.split_at_mut(L::BYTES);
             L::write(top0, k.rgb(y_top[0], terms));
             L::write(top1, k.rgb(y_top[1], terms));
             L::write(bottom0, k.rgb(y_bottom[0], terms));
             L::write(bottom1, k.rgb(y_bottom[1], terms));
-        }
+        });
     }
 }
 
