@@ -229,6 +229,15 @@ impl StreamGenerator {
         Ok(())
     }
 
+    /// Moves the stream's RoPE positions `frames` latent frames back (the unbounded position
+    /// scheme of [`crate::livetalk::positions`]): the window's cached keys are re-rotated, the
+    /// sink keeps its positions, the next block starts at `current_start_frame() - frames`.
+    pub fn rebase_positions(&mut self, frames: usize) -> Result<()> {
+        crate::livetalk::positions::rebase_cache(&mut self.kv, self.dit.rope(), frames)?;
+        self.start_frame -= frames;
+        Ok(())
+    }
+
     pub fn set_noise_source(&mut self, noise: Box<dyn NoiseSource>) {
         self.noise = noise;
     }

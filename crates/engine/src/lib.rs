@@ -1,6 +1,7 @@
 //! Engines behind one interface.
 
 pub mod generator;
+pub mod livetalk;
 pub mod parity;
 pub mod pipeline;
 pub mod avatar;

@@ -152,6 +152,16 @@ impl KvCache {
         self.local_end = 0;
     }
 
+    /// Moves the cache's absolute end `tokens` back, keeping its content: the stream's positions
+    /// were re-based (the caller re-rotates the window's keys so they match).
+    pub fn rebase(&mut self, tokens: usize) -> Result<()> {
+        if tokens > self.global_end {
+            candle_core::bail!("kv cache: cannot move the end {} back by {tokens} tokens", self.global_end);
+        }
+        self.global_end -= tokens;
+        Ok(())
+    }
+
     /// Absolute token index of the cache end (`kv_cache["global_end_index"]`).
     pub fn global_end_index(&self) -> usize {
         self.global_end

@@ -1,0 +1,108 @@
+//! Per-block decoding of clean latents into RGB frames as soon as a block is generated:
+//! TAEHV's streaming decoder (the default: tiny, with a memory of one step per block) or the Wan
+//! VAE's cached causal decoder (exact, heavier). Both give 1 frame for the stream's first latent
+//! frame and 4 for every later one, so block 0 yields 9 frames and every later block 12.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Result, Tensor};
+use livetalk_model::taehv::{TaehvDecoder, TaehvStreamDecoder};
+use livetalk_model::wan_vae::{VaeStreamDecoder, WanVae};
+
+/// Which decoder turns latents into pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecoderKind {
+    /// TAEHV (taew2_1): fast, approximate.
+    #[default]
+    Taehv,
+    /// The Wan2.1 VAE decoder with its feature cache: what the reference decodes with.
+    WanVae,
+}
+
+impl std::str::FromStr for DecoderKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "taehv" | "taew2_1" => Ok(DecoderKind::Taehv),
+            "vae" | "wan-vae" => Ok(DecoderKind::WanVae),
+            other => Err(format!("unknown decoder `{other}` (taehv or vae)")),
+        }
+    }
+}
+
+/// RGB frames of one block: `frames` images of `height x width x 3` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbFrames {
+    pub width: usize,
+    pub height: usize,
+    pub frames: Vec<Vec<u8>>,
+}
+
+enum Inner {
+    Taehv(TaehvStreamDecoder),
+    Vae(VaeStreamDecoder),
+}
+
+/// A streaming decoder for one stream (reset it for a new stream).
+pub struct BlockDecoder {
+    inner: Inner,
+}
+
+impl BlockDecoder {
+    pub fn taehv(model: &Arc<TaehvDecoder>) -> Self {
+        BlockDecoder { inner: Inner::Taehv(model.stream_decoder()) }
+    }
+
+    pub fn wan_vae(model: &Arc<WanVae>) -> Self {
+        BlockDecoder { inner: Inner::Vae(model.stream_decoder()) }
+    }
+
+    pub fn kind(&self) -> DecoderKind {
+        match self.inner {
+            Inner::Taehv(_) => DecoderKind::Taehv,
+            Inner::Vae(_) => DecoderKind::WanVae,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        match &mut self.inner {
+            Inner::Taehv(d) => d.reset(),
+            Inner::Vae(d) => d.reset(),
+        }
+    }
+
+    /// Decodes the next block's latents `[1, F, C, h, w]` into its frames (`[0, 1]` pixels
+    /// as bytes, `(v*255)` truncated like the reference's writer).
+    pub fn decode(&mut self, latents: &Tensor) -> Result<RgbFrames> {
+        let video = match &mut self.inner {
+            Inner::Taehv(d) => d.push(latents)?,
+            Inner::Vae(d) => d.push(latents)?.affine(0.5, 0.5)?.clamp(0f32, 1f32)?,
+        };
+        to_rgb(&video)
+    }
+}
+
+/// `[1, T, 3, H, W]` in [0, 1] -> T packed RGB images; non-finite values are an error.
+pub fn to_rgb(video: &Tensor) -> Result<RgbFrames> {
+    let (b, t, c, h, w) = video.dims5()?;
+    if b != 1 || c != 3 {
+        candle_core::bail!("decoder: expected [1, T, 3, H, W] frames, got {:?}", video.dims());
+    }
+    let hwc = video
+        .squeeze(0)?
+        .permute([0, 2, 3, 1])?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if let Some(v) = hwc.iter().find(|v| !v.is_finite()) {
+        candle_core::bail!("decoder: non-finite pixel value {v}");
+    }
+    let per = h * w * 3;
+    let frames = hwc
+        .chunks_exact(per)
+        .map(|f| f.iter().map(|&v| (v * 255.0) as u8).collect())
+        .collect::<Vec<Vec<u8>>>();
+    debug_assert_eq!(frames.len(), t);
+    Ok(RgbFrames { width: w, height: h, frames })
+}
