@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use livetalk_model::taehv::{TaehvDecoder, TaehvStreamDecoder};
 use livetalk_model::wan_vae::{VaeStreamDecoder, WanVae};
 
@@ -82,27 +82,15 @@ impl BlockDecoder {
     }
 }
 
-/// `[1, T, 3, H, W]` in [0, 1] -> T packed RGB images; non-finite values are an error.
+/// `[1, T, 3, H, W]` in [0, 1] -> T packed RGB images (the pipeline's uint8 conversion);
+/// non-finite values are an error.
 pub fn to_rgb(video: &Tensor) -> Result<RgbFrames> {
-    let (b, t, c, h, w) = video.dims5()?;
-    if b != 1 || c != 3 {
-        candle_core::bail!("decoder: expected [1, T, 3, H, W] frames, got {:?}", video.dims());
+    let sum = video.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    if !sum.is_finite() {
+        candle_core::bail!("decoder: non-finite pixel values");
     }
-    let hwc = video
-        .squeeze(0)?
-        .permute([0, 2, 3, 1])?
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    if let Some(v) = hwc.iter().find(|v| !v.is_finite()) {
-        candle_core::bail!("decoder: non-finite pixel value {v}");
-    }
-    let per = h * w * 3;
-    let frames = hwc
-        .chunks_exact(per)
-        .map(|f| f.iter().map(|&v| (v * 255.0) as u8).collect())
-        .collect::<Vec<Vec<u8>>>();
-    debug_assert_eq!(frames.len(), t);
+    let bytes = crate::pipeline::frames_to_uint8(video)?; // [T, H, W, 3]
+    let (_, h, w, _) = bytes.dims4()?;
+    let frames = bytes.flatten_all()?.to_vec1::<u8>()?.chunks_exact(h * w * 3).map(<[u8]>::to_vec).collect();
     Ok(RgbFrames { width: w, height: h, frames })
 }

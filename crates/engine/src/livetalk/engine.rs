@@ -90,6 +90,10 @@ pub struct StreamStats {
     pub latent_mean: f32,
     pub latent_std: f32,
     pub latent_max_abs: f32,
+    /// Time of the last block's audio features, generation and decoding.
+    pub audio_time: Duration,
+    pub generate_time: Duration,
+    pub decode_time: Duration,
 }
 
 struct Stream {
@@ -102,6 +106,7 @@ struct Stream {
     latent_frames: u64,
     rebases: u64,
     last_stats: (f32, f32, f32),
+    last_times: [Duration; 3],
 }
 
 /// The LiveTalk streaming engine.
@@ -250,6 +255,9 @@ impl LiveTalkEngine {
             latent_mean: s.last_stats.0,
             latent_std: s.last_stats.1,
             latent_max_abs: s.last_stats.2,
+            audio_time: s.last_times[0],
+            generate_time: s.last_times[1],
+            decode_time: s.last_times[2],
         })
     }
 
@@ -300,6 +308,7 @@ impl LiveTalkEngine {
             latent_frames: 0,
             rebases: 0,
             last_stats: (0.0, 0.0, 0.0),
+            last_times: [Duration::ZERO; 3],
         })
     }
 
@@ -368,6 +377,7 @@ impl LiveTalkEngine {
                 })
                 .collect()
         };
+        let t0 = Instant::now();
         let emb = if first_generated {
             audio.block_embedding(&models.audio, 0, read)
         } else {
@@ -375,6 +385,7 @@ impl LiveTalkEngine {
         }
         .map_err(|e| EngineError::Render(format!("audio features: {e}")))?;
 
+        let t1 = Instant::now();
         // positions
         let start = stream.gen.current_start_frame();
         let back = stream.positions.rebase_before(start);
@@ -390,10 +401,12 @@ impl LiveTalkEngine {
         }
         stream.last_stats = stats;
         stream.latent_frames += latents.dim(1)? as u64;
+        let t2 = Instant::now();
         let decoded = stream
             .decoder
             .decode(&latents)
             .map_err(|e| EngineError::NonFinite(format!("decoder: {e}")))?;
+        stream.last_times = [t1 - t0, t2 - t1, t2.elapsed()];
         let mut pictures = decoded.frames;
         if first_generated {
             let first = pictures.first().cloned().ok_or_else(|| EngineError::Render("the decoder gave no frame".into()))?;
