@@ -116,7 +116,7 @@ for fmt in yuyv i420; do
   if [ $fmt = yuyv ]; then
     expect chromium-through-camera-portal chromium_reads
     expect ffmpeg-through-pw-v4l2 sh -c "timeout 60 pw-v4l2 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video0 \
-        -frames:v 3 -f rawvideo -pix_fmt rgb24 -y $OUT/ffmpeg.rgb && python3 $CHECK rgb $OUT/ffmpeg.rgb 640 360 6"
+        -frames:v 30 -f rawvideo -pix_fmt rgb24 -y $OUT/ffmpeg.rgb && python3 $CHECK rgb $OUT/ffmpeg.rgb 640 360 6"
   fi
   grep -E '^(OPENED|DEMAND|ENGINE)' "$WLOG" | tail -n 8
   stop_writer "$fmt-writer-clean-exit"

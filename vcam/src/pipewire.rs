@@ -69,7 +69,7 @@ impl PipeWireCamera {
     /// Connects to the user's PipeWire daemon and publishes the node; returns once the stream
     /// is connected (or with the reason it could not be).
     pub fn start(config: PipeWireConfig) -> Result<Self> {
-        if config.width % 2 != 0 || config.height % 2 != 0 || config.width == 0 || config.height == 0 {
+        if !config.width.is_multiple_of(2) || !config.height.is_multiple_of(2) || config.width == 0 || config.height == 0 {
             return Err(VcamError::PipeWire(format!(
                 "node {}: size {}x{} must be even and non-zero",
                 config.node_name, config.width, config.height

@@ -4,11 +4,11 @@ its backdrop at W x H: 8 colour bars, a strip of 8 blocks spelling the frame num
 
   check_frames.py raw FILE FORMAT W H [--min-frames N] [--progress]
       FORMAT yuyv|i420: every frame in FILE must show the bars and backdrop in BT.601 limited
-      range (each sample within 2 of the exact value); --progress: frame numbers never go back
-      or jump by more than 8, and repeat at most 4 times (16 fps into 30 fps shows each once or
+      range (each sample within 2 of the exact value); --progress: frame numbers never go back,
+      at least a quarter of the frames are distinct, and each repeats at most 4 times (16 fps into 30 fps shows each once or
       twice) except at the start, where a resuming engine may take up to 30 frames (1 s), showing
       the sink's opening black frame, the backdrop alone or its last frame meanwhile.
-  check_frames.py rgb FILE W H TOLERANCE       one rgb24 frame (e.g. from ffmpeg)
+  check_frames.py rgb FILE W H TOLERANCE       the last rgb24 frame in FILE (e.g. from ffmpeg)
   check_frames.py points W H                   JSON sample points for the browser page
   check_frames.py pixels W H TOLERANCE JSON    the browser's RGB samples at those points
 Prints one line saying what was checked; exits 1 on any mismatch."""
@@ -100,8 +100,12 @@ def check_raw(path, fmt, w, h, min_frames, progress):
                 runs.append(run)
                 run = 1
         runs.append(run)
-        if any(step > 8 for step in steps):
-            errors.append(f'frame numbers jump or go back: {numbers}')
+        # Forward steps only (numbers wrap at 256). A slow reader or an emulated, loaded guest
+        # may skip engine frames (the bus keeps only the latest); going back never happens.
+        if any(step > 64 for step in steps):
+            errors.append(f'frame numbers go back: {numbers}')
+        if len(set(numbers)) < len(numbers) // 4:
+            errors.append(f'too few distinct engine frames: {numbers}')
         # The first run may be longer: a paused engine wakes up when the reader arrives, and
         # the camera shows the last frame meanwhile.
         if max(runs[1:], default=0) > 4:
@@ -143,6 +147,8 @@ def main(argv):
         if len(data) < w * h * 3:
             print(f'{path}: {len(data)} bytes, not a {w}x{h} rgb24 frame')
             return False
+        # The last frame: the first ones may show the backdrop while a paused engine wakes up.
+        data = data[(len(data) // (w * h * 3) - 1) * w * h * 3:]
         samples = [tuple(data[(y * w + x) * 3:(y * w + x) * 3 + 3]) for x, y, _ in points(w, h)]
         return check_pixels(samples, w, h, tol, path)
     if mode == 'points':

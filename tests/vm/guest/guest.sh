@@ -43,7 +43,7 @@ readers() {
   name=$1 dev=$2 fmt=$3 w=$4 h=$5
   echo "== $name: ffmpeg -f v4l2 t=$(t)"
   rm -f "$S/$name-ffmpeg.rgb"
-  expect "$name-ffmpeg" sh -c "timeout 120 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i $dev -frames:v 3 \
+  expect "$name-ffmpeg" sh -c "timeout 120 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i $dev -frames:v 30 \
       -f rawvideo -pix_fmt rgb24 -y $S/$name-ffmpeg.rgb && python3 $S/check_frames.py rgb $S/$name-ffmpeg.rgb $w $h 6"
   echo "== $name: v4l2-ctl --stream-mmap t=$(t)"
   expect "$name-v4l2ctl" sh -c "timeout 120 v4l2-ctl -d $dev --stream-mmap --stream-count=60 --stream-to=$S/$name.raw && \

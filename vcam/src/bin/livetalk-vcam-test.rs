@@ -203,7 +203,12 @@ fn stand_in_engine(bus: &FrameBus, published: &AtomicU64, start: Instant) {
         if bus.watcher_count() == 0 {
             println!("ENGINE paused frame={number} t={:.3}", start.elapsed().as_secs_f64());
             let paused_at = Instant::now();
-            while !STOP.load(Ordering::SeqCst) && !bus.wait_for_watchers(Duration::from_millis(100)) {}
+            // Parks on the bus; wakes every 100 ms only to see whether it should stop.
+            while !STOP.load(Ordering::SeqCst) {
+                if bus.wait_for_watchers(Duration::from_millis(100)) {
+                    break;
+                }
+            }
             origin += paused_at.elapsed();
             println!("ENGINE resumed frame={number} t={:.3}", start.elapsed().as_secs_f64());
             continue;

@@ -291,7 +291,7 @@ fn resolve(selector: &DeviceSelector, sysfs: &Sysfs) -> Result<PathBuf> {
 }
 
 fn check_size(path: &Path, width: u32, height: u32) -> Result<()> {
-    let reason = if width % 2 != 0 || height % 2 != 0 {
+    let reason = if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         "width and height must be even for 4:2:x chroma"
     } else if width < 48 || height < 32 {
         "v4l2loopback's minimum is 48x32"
