@@ -232,3 +232,33 @@ fn bad_input_gives_clear_errors() {
     let err = avatar.render_frame(&[], Duration::ZERO, &mut [0u8; 10]).unwrap_err();
     assert!(err.to_string().contains("16384"), "{err}");
 }
+
+#[test]
+fn every_preset_loads_and_renders() {
+    use livetalk_core::persona::{Background, Persona};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../presets");
+    let mut looks = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let persona = Persona::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let background = match persona.background {
+            Some(Background::Colour(c)) => c,
+            _ => Rgb::new(0, 0, 0),
+        };
+        let mut out = vec![0u8; (W * H * 4) as usize];
+        if let Some(pictures) = &persona.pngtuber {
+            let mut tuber = PngTuber::from_files(&pictures.idle, Some(&pictures.talking), pictures.blink.as_deref(), W, H, background, 1)
+                .unwrap();
+            tuber.render_frame(&[], Duration::ZERO, &mut out).unwrap();
+        } else {
+            let look = persona.look.clone().unwrap_or_default();
+            CpuAvatar::new(&look, W, H, 1).unwrap().render_frame(&[], Duration::ZERO, &mut out).unwrap();
+            looks.push(look);
+        }
+    }
+    assert!(looks.len() >= 2, "at least two drawn personas");
+    assert!(looks.windows(2).all(|w| w[0] != w[1]), "personas look different");
+}

@@ -105,7 +105,7 @@ fn front_shapes(layout: &Layout, style: HairStyle) -> Vec<Path> {
     let (fw, top, eye) = (f.half_width, f.top, f.eye_y);
     match style {
         HairStyle::Short => {
-            let mut shapes = vec![cubic_path(
+            vec![cubic_path(
                 (-fw - 6.0, eye - 46.0),
                 &[
                     [(-fw - 12.0, top - 8.0), (-fw * 0.5, top - 38.0), (0.0, top - 36.0)],
@@ -116,19 +116,7 @@ fn front_shapes(layout: &Layout, style: HairStyle) -> Vec<Path> {
                     [(-fw - 2.0, top + 86.0), (-fw - 4.0, eye - 58.0), (-fw - 6.0, eye - 46.0)],
                 ],
                 true,
-            )];
-            for side in [-1.0f32, 1.0] {
-                let x = |dx: f32| side * (fw + dx);
-                shapes.push(cubic_path(
-                    (x(4.0), eye - 62.0),
-                    &[
-                        [(x(4.0), eye - 30.0), (x(1.0), eye - 10.0), (x(-1.0), eye + 4.0)],
-                        [(x(-6.0), eye - 14.0), (x(-10.0), eye - 40.0), (x(-12.0), eye - 62.0)],
-                    ],
-                    true,
-                ));
-            }
-            shapes
+            )]
         }
         HairStyle::Bob => vec![cubic_path(
             (-fw - 22.0, eye),
