@@ -30,6 +30,27 @@
 //!   log) and followed by a re-prepare after a doubling backoff; after
 //!   `max_consecutive_failures` the state is `Failed` and only a restart or persona switch
 //!   command tries again. The keeper feeds the bus all along.
+//!
+//! ```no_run
+//! use livetalk_core::{FrameBus, Persona};
+//! use livetalk_engine::service::{CpuAvatarEngine, EngineEvent, EngineOptions, EngineService};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = FrameBus::new(); // sinks subscribe here
+//! let engine = Box::new(CpuAvatarEngine::new(7));
+//! let handle = EngineService::start(engine, Persona::new("demo")?, bus, EngineOptions::offline())?;
+//! let events = handle.events();
+//! let frames = handle.frame_tap(8); // every frame, for a file writer
+//! handle.push_audio(&vec![0.0; 16_000])?; // 1 s of 16 kHz mono
+//! handle.finish_audio();
+//! while let Some(frame) = frames.recv_timeout(std::time::Duration::from_secs(1)) {
+//!     println!("frame at {:?}", frame.pts);
+//! }
+//! assert!(events.try_iter().any(|e| matches!(e, EngineEvent::Finished { .. })));
+//! handle.stop()?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod commands;
 pub mod cpu;

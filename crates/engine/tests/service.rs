@@ -473,7 +473,8 @@ fn rendering_pauses_while_nobody_watches_and_resumes() {
     wait_status(&handle, "paused", |s| s.state == EngineState::Paused);
     let rendered = handle.status().frames_rendered;
     let seq = bus.seq();
-    thread::sleep(Duration::from_millis(300));
+    // 30 keeper periods; asking for a few publishes leaves room for a starved machine.
+    thread::sleep(Duration::from_secs(1));
     assert_eq!(handle.status().frames_rendered, rendered);
     assert!(bus.seq() > seq + 3, "the keeper stopped while paused");
     handle.resume().unwrap();
@@ -525,8 +526,8 @@ fn error_nan_and_panic_each_restart_the_engine_while_the_bus_stays_fed() {
     let (engine, faults) = faulty_engine(9);
     let mut options = EngineOptions::live();
     // A restart slower than the sink period many times over: only the keeper can bridge it.
-    options.restart_backoff = Duration::from_millis(600);
-    options.max_restart_backoff = Duration::from_millis(600);
+    options.restart_backoff = Duration::from_millis(1500);
+    options.max_restart_backoff = Duration::from_millis(1500);
     let keepalive = options.keepalive;
     let handle =
         EngineService::start(engine, persona("anna", "#336699"), bus.clone(), options).unwrap();
@@ -562,15 +563,16 @@ fn error_nan_and_panic_each_restart_the_engine_while_the_bus_stays_fed() {
         assert_eq!(handle.status().restarts, attempt as u64 + 1);
     }
     let (max_gap, frames) = meter.finish();
+    eprintln!("longest gap between frames on the bus: {max_gap:?} over {frames} frames");
     let status = handle.status();
     assert_eq!(status.state, EngineState::Running);
     assert_eq!(status.consecutive_failures, 0);
     assert!(status.last_error.as_deref().unwrap().contains("panicked"));
     assert!(frames > 30);
     // Correctness bound: a frame every sink period, with slack for a slow shared machine; a
-    // restart alone takes 600 ms.
+    // restart alone takes 1.5 s.
     assert!(
-        max_gap < keepalive + Duration::from_millis(250),
+        max_gap < keepalive + Duration::from_millis(400),
         "longest gap between frames: {max_gap:?}"
     );
     handle.stop().unwrap();
@@ -608,7 +610,8 @@ fn gives_up_after_repeated_failures_but_keeps_idle_frames_on_the_bus() {
         .contains("injected fault"));
     let rendered = status.frames_rendered;
     let seq = bus.seq();
-    thread::sleep(Duration::from_millis(300));
+    // 30 keeper periods; asking for a few publishes leaves room for a starved machine.
+    thread::sleep(Duration::from_secs(1));
     assert_eq!(
         handle.status().frames_rendered,
         rendered,
@@ -709,9 +712,35 @@ fn live_audio_tap_and_frames_share_one_clock() {
     )
     .unwrap();
     let tap = handle.audio_tap(1024);
-    let _watcher = bus.subscribe();
+    let watcher = bus.subscribe();
     let pushed_at = handle.push_audio(&speech(1.0)).unwrap();
-    wait_status(&handle, "rendering", |s| s.frames_rendered >= 20);
+    wait_status(&handle, "rendering", |s| s.frames_rendered >= 3);
+    // Each new frame appears on the bus at its pts + L on the timeline's clock, never before.
+    let initial_latency = handle.status().latency;
+    let (mut seq, mut last_pts, mut delays) = (0, None, Vec::new());
+    while delays.len() < 20 {
+        let (next, frame) = watcher.wait_newer(seq, LONG).expect("frames keep coming");
+        seq = next;
+        if last_pts != Some(frame.pts) && frame.pts > Duration::ZERO {
+            last_pts = Some(frame.pts);
+            let shown_at = Instant::now();
+            let due = handle.timeline().instant_of_pts(frame.pts) + initial_latency;
+            assert!(
+                shown_at + Duration::from_millis(2) >= due,
+                "frame at {:?} published {:?} early",
+                frame.pts,
+                due - shown_at
+            );
+            delays.push(shown_at.saturating_duration_since(due));
+        }
+    }
+    delays.sort();
+    let final_latency = handle.status().latency;
+    assert!(
+        delays[delays.len() / 2] <= final_latency - initial_latency + Duration::from_millis(150),
+        "median lateness {:?} (latency {initial_latency:?} → {final_latency:?})",
+        delays[delays.len() / 2]
+    );
     let chunks: Vec<_> = tap.try_iter().collect();
     assert!(!chunks.is_empty());
     for pair in chunks.windows(2) {
