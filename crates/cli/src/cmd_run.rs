@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use livetalk_core::frame::{ColorSpec, PixelFormat};
 use livetalk_core::FrameBus;
-use livetalk_engine::service::{CpuAvatarEngine, EngineOptions, EngineService};
+use livetalk_engine::service::{EngineOptions, EngineService};
 
 use crate::{drive, presets, PersonaArgs};
 
@@ -32,6 +32,21 @@ pub struct RunArgs {
     /// Seed for blinks and head motion.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Engine: the CPU avatar, the LiveTalk model, or LiveTalk when it can run (GPU + weights).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "livetalk", "auto"])]
+    pub engine: String,
+    /// LiveTalk weights directory (model.safetensors, Wan2.1_VAE.pth, wav2vec2-base-960h/, taew2_1).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Run LiveTalk's tiny fixture models from this directory (demos and tests, no weights).
+    #[arg(long, conflicts_with = "weights")]
+    pub fixtures: Option<PathBuf>,
+    /// LiveTalk device (default: cuda).
+    #[arg(long, value_parser = ["cuda", "cpu"])]
+    pub device: Option<String>,
+    /// LiveTalk dtype (default: bf16 on cuda, f32 on cpu).
+    #[arg(long, value_parser = ["bf16", "f32"])]
+    pub dtype: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -46,7 +61,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut options = EngineOptions::live();
     options.speech = livetalk_audio::tts::Espeak::find()
         .map(|e| Arc::new(e) as Arc<dyn livetalk_engine::service::SpeechSynth>);
-    let handle = EngineService::start(Box::new(CpuAvatarEngine::new(args.seed)), persona.clone(), bus.clone(), options)
+    let choice = livetalk_engine::livetalk::EngineChoice {
+        kind: args.engine.parse().map_err(anyhow::Error::msg)?,
+        weights: args.weights.clone(),
+        fixtures: args.fixtures.clone(),
+        device: args.device.clone(),
+        dtype: args.dtype.clone(),
+        seed: args.seed,
+    };
+    let (engine, why) = livetalk_engine::livetalk::choose_engine(&choice, &persona).context("loading the engine")?;
+    if let Some(why) = why {
+        eprintln!("livetalk: {why}");
+    }
+    let handle = EngineService::start(engine, persona.clone(), bus.clone(), options)
         .context("starting the engine")?;
     let control = handle.control();
     control.push_audio(&drive.engine.samples).context("feeding the audio")?;

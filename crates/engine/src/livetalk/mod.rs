@@ -15,6 +15,7 @@ pub mod audio_stream;
 pub mod decode;
 pub mod engine;
 pub mod positions;
+pub mod select;
 pub mod weights;
 
 pub use audio_stream::{AudioStreamConfig, StreamingAudio};
@@ -22,3 +23,4 @@ pub use decode::{BlockDecoder, DecoderKind};
 pub use engine::{LiveTalkEngine, LiveTalkModels, LiveTalkOptions, StreamStats, LIVETALK_FPS};
 pub use positions::PositionScheme;
 pub use weights::{FixtureFiles, WeightFiles, WeightsError};
+pub use select::{choose_engine, EngineChoice, EngineKind};
