@@ -88,11 +88,23 @@ impl Chroma420 {
         (self.u + at, self.v + at)
     }
 
+    /// True for NV12's interleaved U, V pairs.
+    pub fn interleaved(&self) -> bool {
+        self.step == 2
+    }
+
     /// Chroma row `cy` of `chroma` (the buffer after the Y plane), `samples` U/V pairs long.
+    /// `NV12` must equal [`Chroma420::interleaved`]: a compile-time layout lets the compiler
+    /// vectorise the loops over the row (a run-time choice per row defeats it).
     #[inline(always)]
-    pub fn row<'a>(&self, chroma: &'a [u8], cy: usize, samples: usize) -> ChromaRow<&'a [u8]> {
+    pub fn row<'a, const NV12: bool>(
+        &self,
+        chroma: &'a [u8],
+        cy: usize,
+        samples: usize,
+    ) -> ChromaRow<&'a [u8]> {
         let at = cy * self.stride;
-        if self.step == 2 {
+        if NV12 {
             ChromaRow::Interleaved(&chroma[self.u + at..][..2 * samples])
         } else {
             ChromaRow::Planar(
@@ -102,16 +114,16 @@ impl Chroma420 {
         }
     }
 
-    /// Chroma row `cy` of `chroma` for writing.
+    /// Chroma row `cy` of `chroma` for writing; `NV12` as for [`Chroma420::row`].
     #[inline(always)]
-    pub fn row_mut<'a>(
+    pub fn row_mut<'a, const NV12: bool>(
         &self,
         chroma: &'a mut [u8],
         cy: usize,
         samples: usize,
     ) -> ChromaRow<&'a mut [u8]> {
         let at = cy * self.stride;
-        if self.step == 2 {
+        if NV12 {
             ChromaRow::Interleaved(&mut chroma[self.u + at..][..2 * samples])
         } else {
             // I420: V lies after U, so one split gives both rows.

@@ -14,7 +14,6 @@ pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
     dst: &mut [u8],
     chroma: Chroma420,
 ) {
-    let src_stride = width * L::BYTES;
     let (luma, chroma_buf) = dst.split_at_mut(width * height);
     // Luma over the whole frame, then chroma from each pair of rows: two simple loops that the
     // compiler vectorises (one fused loop over 2×2 blocks stays scalar); the second read of
@@ -23,6 +22,24 @@ pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
         let (r, g, b) = L::read(px);
         *y = k.luma(r, g, b);
     }
+    if chroma.interleaved() {
+        chroma_of_blocks::<L, true>(src, width, height, k, chroma_buf, chroma);
+    } else {
+        chroma_of_blocks::<L, false>(src, width, height, k, chroma_buf, chroma);
+    }
+}
+
+/// The chroma rows of RGB → 4:2:0, for one compile-time chroma layout.
+#[inline(always)]
+fn chroma_of_blocks<L: RgbLayout, const NV12: bool>(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    k: &RgbToYuv,
+    chroma_buf: &mut [u8],
+    chroma: Chroma420,
+) {
+    let src_stride = width * L::BYTES;
     for (cy, src_rows) in src
         .chunks_exact(2 * src_stride)
         .take(height / 2)
@@ -39,7 +56,9 @@ pub(crate) fn rgb_to_yuv420<L: RgbLayout>(
             let (r3, g3, b3) = L::read(&bottom_px[L::BYTES..]);
             k.chroma_of_sum(r0 + r1 + r2 + r3, g0 + g1 + g2 + g3, b0 + b1 + b2 + b3, 2)
         });
-        chroma.row_mut(chroma_buf, cy, width / 2).store(samples);
+        chroma
+            .row_mut::<NV12>(chroma_buf, cy, width / 2)
+            .store(samples);
     }
 }
 

@@ -14,6 +14,23 @@ pub(crate) fn yuv420_to_rgb<L: RgbLayout>(
     k: &YuvToRgb,
     dst: &mut [u8],
 ) {
+    if chroma.interleaved() {
+        yuv420_layout_to_rgb::<L, true>(src, width, height, chroma, k, dst);
+    } else {
+        yuv420_layout_to_rgb::<L, false>(src, width, height, chroma, k, dst);
+    }
+}
+
+/// I420/NV12 → RGB for one compile-time chroma layout.
+#[inline(always)]
+fn yuv420_layout_to_rgb<L: RgbLayout, const NV12: bool>(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    chroma: Chroma420,
+    k: &YuvToRgb,
+    dst: &mut [u8],
+) {
     let dst_stride = width * L::BYTES;
     let (luma, chroma_buf) = src.split_at(width * height);
     let row_pairs = luma
@@ -30,7 +47,7 @@ pub(crate) fn yuv420_to_rgb<L: RgbLayout>(
                 top.chunks_exact_mut(2 * L::BYTES)
                     .zip(bottom.chunks_exact_mut(2 * L::BYTES)),
             );
-        let row = chroma.row(chroma_buf, cy, width / 2);
+        let row = chroma.row::<NV12>(chroma_buf, cy, width / 2);
         row.zip_each(blocks, |((y_top, y_bottom), (top_px, bottom_px)), u, v| {
             let terms = k.chroma(u, v);
             let (top0, top1) = top_px.split_at_mut(L::BYTES);
