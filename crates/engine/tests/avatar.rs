@@ -143,8 +143,21 @@ fn low_formant_vowels_are_rounded_and_high_formant_vowels_open() {
 }
 
 #[test]
-fn meter_reads_back_drawn_openness() {
-    let look = AvatarLook { hair_style: livetalk_core::look::HairStyle::Bob, glasses: true, ..AvatarLook::default() };
+fn meter_reads_back_drawn_openness_for_light_and_dark_skin() {
+    let light = AvatarLook { hair_style: livetalk_core::look::HairStyle::Bob, glasses: true, ..AvatarLook::default() };
+    let dark = AvatarLook {
+        skin: Rgb::new(0x4a, 0x2a, 0x20),
+        lips: Rgb::new(0x5a, 0x2c, 0x2c),
+        hair_style: livetalk_core::look::HairStyle::Bun,
+        ..AvatarLook::default()
+    };
+    for look in [light, dark] {
+        meter_reads_back(&look);
+    }
+}
+
+fn meter_reads_back(look: &AvatarLook) {
+    let look = look.clone();
     let mut avatar = CpuAvatar::new(&look, 640, 360, 1).unwrap();
     let meter = MouthMeter::new(&look, 640, 360).unwrap();
     let mut out = vec![0u8; 640 * 360 * 4];

@@ -8,8 +8,35 @@ use super::draw::{linear, radial};
 use super::layout::Layout;
 use super::paint::{cubic_path, ellipse, mix, shade, Painter, Pt, Sprite};
 
-/// The colour of the inside of the mouth; the mouth meter looks for it.
+/// The usual colour of the inside of the mouth; the mouth meter looks for it.
 pub const MOUTH_INTERIOR: Rgb = Rgb::new(0x3d, 0x10, 0x18);
+/// The inside of the mouth for looks whose skin or lips come close to [`MOUTH_INTERIOR`].
+const MOUTH_INTERIOR_DEEP: Rgb = Rgb::new(0x0a, 0x02, 0x05);
+/// Largest RGB distance at which the meter counts a pixel as mouth interior.
+const INTERIOR_TOLERANCE: f32 = 48.0;
+/// RGB distance from the look's colours at which the usual interior colour is kept.
+const CLEAR_GAP: f32 = 64.0;
+/// The line between the lips, relative to the lip colour.
+const SEAM_SHADE: f32 = 0.6;
+
+/// The mouth-interior colour for a look and the distance within which a pixel counts as it:
+/// the usual dark red, or a deeper one when the skin, its shadows or the lips come close to it (so
+/// the mouth meter works for every skin tone).
+pub(crate) fn mouth_interior(look: &AvatarLook) -> (Rgb, f32) {
+    let nearest = |c: Rgb| {
+        [look.skin, shade(look.skin, 0.62), look.lips, shade(look.lips, SEAM_SHADE)]
+            .iter()
+            .map(|&other| colour_distance(c, other))
+            .fold(f32::MAX, f32::min)
+    };
+    let (usual, deep) = (nearest(MOUTH_INTERIOR), nearest(MOUTH_INTERIOR_DEEP));
+    let (colour, gap) = if usual >= CLEAR_GAP || usual >= deep {
+        (MOUTH_INTERIOR, usual)
+    } else {
+        (MOUTH_INTERIOR_DEEP, deep)
+    };
+    (colour, (gap * 0.6).min(INTERIOR_TOLERANCE))
+}
 const TEETH: Rgb = Rgb::new(0xfd, 0xfb, 0xf6);
 const EYE_WHITE: Rgb = Rgb::new(0xfc, 0xfb, 0xf8);
 const PUPIL: Rgb = Rgb::new(0x1c, 0x14, 0x16);
@@ -48,6 +75,8 @@ pub(crate) struct Features {
     eyes: [EyeSprite; 2],
     mouth: Sprite,
     mouth_mask: Mask,
+    interior: Rgb,
+    interior_tolerance: f32,
     skin: Rgb,
     lips: Rgb,
     iris: Rgb,
@@ -84,10 +113,13 @@ impl Features {
         let mouth_mask = Mask::new(mouth.pixmap.width(), mouth.pixmap.height()).expect("mouth size");
         let dark = Rgb::new(0x1e, 0x12, 0x10);
         let brow_base = if luminance(look.hair) > 140.0 { shade(look.hair, 0.65) } else { shade(look.hair, 0.9) };
+        let (interior, interior_tolerance) = mouth_interior(look);
         Self {
             eyes,
             mouth,
             mouth_mask,
+            interior,
+            interior_tolerance,
             skin: look.skin,
             lips: look.lips,
             iris: look.eyes,
@@ -176,13 +208,13 @@ impl Features {
         self.mouth.pixmap.fill(tiny_skia::Color::TRANSPARENT);
         let local = layout.canvas().post_translate(-self.mouth.x as f32, -self.mouth.y as f32);
         let mut p = Painter::new(self.mouth.pixmap.as_mut(), local);
-        let line = shade(self.lips, 0.5);
+        let line = shade(self.lips, SEAM_SHADE);
 
         if g.opening > 0.6 {
             let interior = g.interior();
             self.mouth_mask.clear();
             self.mouth_mask.fill_path(&interior, FillRule::Winding, true, local);
-            p.fill(&interior, MOUTH_INTERIOR);
+            p.fill(&interior, self.interior);
             // Upper teeth show as a strip under the upper lip.
             let teeth_h = (g.opening * 0.3).min(7.0);
             let (l, r) = (g.left, g.right);
@@ -198,7 +230,7 @@ impl Features {
             p.fill_masked(&teeth, TEETH, &self.mouth_mask);
             let tongue_y = f.mouth_y + g.lower_ctrl * 0.75;
             let tongue = ellipse(0.0, tongue_y + 2.0, g.half_width * 0.55, (g.opening * 0.32).max(2.0));
-            p.fill_masked(&tongue, mix(self.lips, MOUTH_INTERIOR, 0.25), &self.mouth_mask);
+            p.fill_masked(&tongue, mix(self.lips, self.interior, 0.25), &self.mouth_mask);
         }
         p.fill(&g.lower_lip(f.lower_lip), self.lips);
         let shine_y = f.mouth_y + g.lower_ctrl * 0.75 + f.lower_lip * 0.5;
@@ -224,7 +256,12 @@ impl Features {
         (self.mouth.x, self.mouth.y, self.mouth.x + w, self.mouth.y + h)
     }
 
-    /// Interior pixels of the mouth sprite as last drawn (coverage-weighted).
+    /// The mouth-interior colour and the meter's tolerance around it.
+    pub fn interior(&self) -> (Rgb, f32) {
+        (self.interior, self.interior_tolerance)
+    }
+
+    /// Mostly-covered interior pixels of the mouth sprite as last drawn.
     pub fn interior_pixel_count(&self) -> f32 {
         self.mouth
             .pixmap
@@ -232,7 +269,7 @@ impl Features {
             .iter()
             .filter(|px| {
                 let c = px.demultiply();
-                px.alpha() > 128 && colour_distance(Rgb::new(c.red(), c.green(), c.blue()), MOUTH_INTERIOR) < 40.0
+                px.alpha() > 128 && colour_distance(Rgb::new(c.red(), c.green(), c.blue()), self.interior) < self.interior_tolerance
             })
             .count() as f32
     }
@@ -383,5 +420,22 @@ impl MouthGeometry {
         pb.cubic_to(r.0 * 0.75, bottom, l.0 * 0.75, bottom, l.0, l.1);
         pb.close();
         pb.finish().expect("lower lip")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interior_colour_keeps_clear_of_dark_skin() {
+        let light = AvatarLook::default();
+        let (colour, tolerance) = mouth_interior(&light);
+        assert_eq!(colour, MOUTH_INTERIOR);
+        assert!(tolerance > 40.0, "{tolerance}");
+        let dark = AvatarLook { skin: Rgb::new(0x4a, 0x2a, 0x20), ..AvatarLook::default() };
+        let (colour, tolerance) = mouth_interior(&dark);
+        assert_eq!(colour, MOUTH_INTERIOR_DEEP);
+        assert!(tolerance > 20.0, "{tolerance}");
     }
 }

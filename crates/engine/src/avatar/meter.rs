@@ -3,16 +3,14 @@
 //!
 //! It counts mouth-interior-coloured pixels in a box around the mouth that allows for the widest
 //! head sway, relative to the interior area of a fully open mouth drawn for the same look and
-//! size. Lossy video keeps the interior's colour within the tolerance except at its edges.
+//! size. Lossy video keeps the interior's colour within the tolerance except at its edges. The
+//! interior colour is chosen per look to stay clear of its skin and lips.
 
 use livetalk_core::look::{AvatarLook, Rgb};
 
-use super::features::{colour_distance, Features, MouthPose, MOUTH_INTERIOR};
+use super::features::{colour_distance, Features, MouthPose};
 use super::layout::{Layout, MAX_HEAD_SHIFT};
 use super::{check_size, AvatarError};
-
-/// RGB distance within which a pixel counts as mouth interior.
-const TOLERANCE: f32 = 48.0;
 
 #[derive(Debug, Clone)]
 pub struct MouthMeter {
@@ -22,6 +20,8 @@ pub struct MouthMeter {
     search: (usize, usize, usize, usize),
     /// Interior pixels of a fully open mouth.
     full_open_pixels: f32,
+    interior: Rgb,
+    tolerance: f32,
 }
 
 impl MouthMeter {
@@ -38,7 +38,8 @@ impl MouthMeter {
         let (mx, my) = layout.shift_pixels(MAX_HEAD_SHIFT.0, MAX_HEAD_SHIFT.1);
         let clamp = |v: i32, hi: u32| v.clamp(0, hi as i32) as usize;
         let search = (clamp(x0 - mx - 2, width), clamp(y0 - my - 2, height), clamp(x1 + mx + 2, width), clamp(y1 + my + 2, height));
-        Ok(Self { width, height, search, full_open_pixels })
+        let (interior, tolerance) = features.interior();
+        Ok(Self { width, height, search, full_open_pixels, interior, tolerance })
     }
 
     /// Openness in 0..=1 measured from an RGBA8 frame.
@@ -63,7 +64,7 @@ impl MouthMeter {
             let line = &pixels[row * stride + x0 * channels..row * stride + x1 * channels];
             count += line
                 .chunks_exact(channels)
-                .filter(|px| colour_distance(Rgb::new(px[0], px[1], px[2]), MOUTH_INTERIOR) < TOLERANCE)
+                .filter(|px| colour_distance(Rgb::new(px[0], px[1], px[2]), self.interior) < self.tolerance)
                 .count();
         }
         Ok((count as f32 / self.full_open_pixels).min(1.0))
@@ -82,6 +83,7 @@ pub fn measure_mouth_openness(
     let meter = MouthMeter::new(look, width, height)?;
     match channels {
         3 => meter.measure_rgb(pixels),
-        _ => meter.measure_rgba(pixels),
+        4 => meter.measure_rgba(pixels),
+        _ => Err(AvatarError::Channels(channels)),
     }
 }

@@ -43,6 +43,8 @@ pub enum AvatarError {
     Size { width: u32, height: u32 },
     #[error("frame buffer holds {got} bytes, but {width}x{height} RGBA needs {expected}")]
     Buffer { width: u32, height: u32, expected: usize, got: usize },
+    #[error("frames must have 3 (RGB) or 4 (RGBA) channels, not {0}")]
+    Channels(usize),
     #[error("PNGTuber picture {path}: {reason}")]
     Picture { path: String, reason: String },
 }
