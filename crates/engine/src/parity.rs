@@ -334,13 +334,13 @@ fn bf16_rel(name: &str, tensor: &str) -> f64 {
         ("dit_block" | "dit_stream", _) | ("pipeline", "expected.latents") => 0.03,
         // measured 2.3% (hidden_states.2); audio_emb 1.1-1.6%
         ("audio", _) | ("pipeline", "expected.audio_emb") => 0.06,
-        // measured 0.5-0.7% (encode: image / video latents)
+        // measured 0.5-0.7% on the CPU (f32 activations), 1.6% on CUDA (true bf16 convolutions)
         ("vae", "expected.image_latent" | "expected.video_latent")
-        | ("pipeline", "expected.ref_latent" | "expected.img_lat") => 0.02,
+        | ("pipeline", "expected.ref_latent" | "expected.img_lat") => 0.04,
         // measured 12.8%: the tiny random decoder amplifies bf16 weight rounding
         ("vae", _) => 0.3,
-        // measured 1.1%
-        ("taehv", _) => 0.03,
+        // measured 1.1% on the CPU (f32 activations), 3.1% on CUDA (true bf16 convolutions)
+        ("taehv", _) => 0.08,
         _ => 0.03,
     }
 }
