@@ -37,7 +37,7 @@ fn persona(dir: &Path) -> Persona {
     img.save(dir.join("anna.png")).unwrap();
     let toml = "name = \"anna\"\nimage = \"anna.png\"\nprompt = \"a person talking\"\n";
     std::fs::write(dir.join("anna.toml"), toml).unwrap();
-    Persona::load(&dir.join("anna.toml")).unwrap()
+    Persona::load(dir.join("anna.toml")).unwrap()
 }
 
 /// Voiced test audio: harmonics of a gliding pitch under a syllable-rate envelope.

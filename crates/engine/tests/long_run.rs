@@ -58,7 +58,7 @@ fn four_thousand_latent_frames_without_overflow_or_drift() {
     std::fs::create_dir_all(&dir).unwrap();
     image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 15) as u8, (y * 15) as u8, 128])).save(dir.join("p.png")).unwrap();
     std::fs::write(dir.join("p.toml"), "name = \"p\"\nimage = \"p.png\"\n").unwrap();
-    let persona = Persona::load(&dir.join("p.toml")).unwrap();
+    let persona = Persona::load(dir.join("p.toml")).unwrap();
     engine.prepare(&persona).unwrap();
 
     let ctx = engine.audio_context();
@@ -84,7 +84,7 @@ fn four_thousand_latent_frames_without_overflow_or_drift() {
         positions_seen = (positions_seen.0.min(used), positions_seen.1.max(used + 2));
         assert!(used + 3 <= 1024, "block {block} at position {used}");
         assert!(s.cache_local_end <= s.cache_capacity, "block {block}: {s:?}");
-        assert_eq!(s.cache_global_end, s.next_position * 1, "block {block}: cache end {s:?}");
+        assert_eq!(s.cache_global_end, s.next_position, "block {block}: cache end {s:?}");
         if block >= 4 {
             assert_eq!(s.cache_local_end, s.cache_capacity, "block {block}: a full window");
         }

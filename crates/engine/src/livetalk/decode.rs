@@ -39,8 +39,8 @@ pub struct RgbFrames {
 }
 
 enum Inner {
-    Taehv(TaehvStreamDecoder),
-    Vae(VaeStreamDecoder),
+    Taehv(Box<TaehvStreamDecoder>),
+    Vae(Box<VaeStreamDecoder>),
 }
 
 /// A streaming decoder for one stream (reset it for a new stream).
@@ -50,11 +50,11 @@ pub struct BlockDecoder {
 
 impl BlockDecoder {
     pub fn taehv(model: &Arc<TaehvDecoder>) -> Self {
-        BlockDecoder { inner: Inner::Taehv(model.stream_decoder()) }
+        BlockDecoder { inner: Inner::Taehv(Box::new(model.stream_decoder())) }
     }
 
     pub fn wan_vae(model: &Arc<WanVae>) -> Self {
-        BlockDecoder { inner: Inner::Vae(model.stream_decoder()) }
+        BlockDecoder { inner: Inner::Vae(Box::new(model.stream_decoder())) }
     }
 
     pub fn kind(&self) -> DecoderKind {

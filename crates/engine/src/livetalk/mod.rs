@@ -7,7 +7,7 @@
 //! - [`decode`]: per-block decoding (TAEHV streaming by default, the Wan VAE's cached decoder as
 //!   an option);
 //! - [`weights`]: the published files of a weights directory, or the tiny fixtures;
-//! - [`engine`]: [`LiveTalkEngine`].
+//! - [`engine`]: the engine itself, [`LiveTalkEngine`].
 //!
 //! The design and the measured figures are in `docs/STREAMING.md`.
 
