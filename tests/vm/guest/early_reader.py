@@ -23,15 +23,19 @@ while True:
     time.sleep(0.1)
 print(f'early reader: producer is there ({w}x{h}), reading {count} frames', flush=True)
 def read_frame(first):
-    # v4l2loopback >= 0.13 answers EIO until the producer's first write(): part of waiting for it.
-    for _ in range(100 if first else 1):
-        try:
-            return os.read(fd, size)
-        except OSError as e:
-            if e.errno != 5 or not first:
-                raise
-            time.sleep(0.1)
-    sys.exit('early reader: EIO for 10 s after the producer set its format')
+    # v4l2loopback >= 0.13 answers EIO to a read() between the producer's S_FMT and its first
+    # write() (the sink keeps that gap to a few ms), and then EBUSY to that file: reopen once.
+    global fd
+    try:
+        return os.read(fd, size)
+    except OSError as e:
+        if e.errno != 5 or not first:
+            raise
+        print('early reader: EIO while the producer starts: reopening', flush=True)
+        os.close(fd)
+        time.sleep(0.2)
+        fd = os.open(dev, os.O_RDWR)
+        return os.read(fd, size)
 with open(out, 'wb') as f:
     for n in range(count):
         frame = read_frame(n == 0)

@@ -189,12 +189,13 @@ impl V4l2Sink {
             });
         }
 
-        set_format(fd, &path, config, module_version.as_deref())?;
         let frame_len = config.format.frame_len(config.width, config.height);
-        // A black frame right away: from 0.13 on, a reader that starts between S_FMT and the
-        // first write() gets EIO, and exclusive_caps=1 devices show up only once a frame exists.
-        file.write_all(&black_frame(config.format, config.width, config.height))
-            .map_err(|e| VcamError::io(&path, "write", e))?;
+        // A black frame right after S_FMT (made before it, to keep the gap short): from 0.13 on,
+        // a reader that starts between S_FMT and the first write() gets EIO, and exclusive_caps=1
+        // devices show up only once a frame exists.
+        let black = black_frame(config.format, config.width, config.height);
+        set_format(fd, &path, config, module_version.as_deref())?;
+        file.write_all(&black).map_err(|e| VcamError::io(&path, "write", e))?;
         let fd = file.as_raw_fd();
         let fps = set_frame_rate(fd, &path, config.fps)?;
         let usage_source = subscribe_client_usage(fd, &path)?;
