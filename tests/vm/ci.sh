@@ -4,7 +4,8 @@
 # trixie's 0.15.0, then the PipeWire node test. Each installs its own packages and prints
 # "N passed, N failed"; the exit status is 0 only if all three passed.
 # Measured on the 2-core build machine (TCG, no KVM): cold cache + package installs add ~3 min;
-# each VM run ~4.5 min of guest time (~1 min of it per Chromium reader); the PipeWire test ~10 s.
+# each VM run 1.5-2 min on a quiet machine (4.5-6 min while other builds load it); the PipeWire
+# test ~15 s plus its build.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 rc=0
