@@ -47,6 +47,8 @@ pub struct RunArgs {
     /// LiveTalk dtype (default: bf16 on cuda, f32 on cpu).
     #[arg(long, value_parser = ["bf16", "f32"])]
     pub dtype: Option<String>,
+    #[command(flatten)]
+    pub control_api: crate::cmd_ctl::ControlArgs,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -76,6 +78,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let handle = EngineService::start(engine, persona.clone(), bus.clone(), options)
         .context("starting the engine")?;
     let control = handle.control();
+    let _control_api = crate::cmd_ctl::start_server(&args.control_api, control.clone(), lib)?;
     control.push_audio(&drive.engine.samples).context("feeding the audio")?;
     eprintln!(
         "livetalk: persona {} on the {} engine, driven by {}{}",

@@ -3,6 +3,7 @@
 
 mod avi;
 mod cmd_bench;
+mod cmd_ctl;
 mod cmd_demo;
 mod cmd_dev;
 mod cmd_persona;
@@ -39,6 +40,10 @@ enum Command {
     /// Developer tools (parity checks against reference fixtures).
     #[command(subcommand)]
     Dev(cmd_dev::DevCommand),
+    /// Control a running `livetalk run` (status, personas, switch, say, mute, pause, push, events).
+    Ctl(cmd_ctl::CtlArgs),
+    /// Make a running `livetalk run` speak text (shortcut for `livetalk ctl say`).
+    Say(cmd_ctl::SayArgs),
 }
 
 /// Options shared by commands that pick a persona.
@@ -61,6 +66,8 @@ fn main() -> ExitCode {
         Command::Persona(cmd) => cmd_persona::persona(cmd),
         Command::Bench(args) => cmd_bench::bench(args),
         Command::Dev(cmd) => cmd_dev::dev(cmd),
+        Command::Ctl(args) => cmd_ctl::ctl(args),
+        Command::Say(args) => cmd_ctl::say(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -154,6 +154,9 @@ async fn say(State(state): State<ApiState>, headers: HeaderMap, raw: Result<Byte
 
 async fn mute(State(state): State<ApiState>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> ApiResult<OkResponse> {
     let request: MuteRequest = json_body(&headers, raw)?;
+    // Muting takes effect at once (the worker may be inside a render block); the command then
+    // brings the worker's own bookkeeping along.
+    state.control.timeline().set_muted(request.muted);
     state.control.set_muted(request.muted)?;
     ok(if request.muted { "muted" } else { "unmuted" })
 }
