@@ -4,6 +4,8 @@
 mod avi;
 mod cmd_bench;
 mod cmd_ctl;
+mod cmd_doctor;
+mod cmd_models;
 mod cmd_demo;
 mod cmd_dev;
 mod cmd_persona;
@@ -44,6 +46,11 @@ enum Command {
     Ctl(cmd_ctl::CtlArgs),
     /// Make a running `livetalk run` speak text (shortcut for `livetalk ctl say`).
     Say(cmd_ctl::SayArgs),
+    /// Check this machine: GPU, weights, camera, PipeWire, OBS plugin, espeak-ng.
+    Doctor(cmd_doctor::DoctorArgs),
+    /// The model registry: list models, verify downloaded weights.
+    #[command(subcommand)]
+    Models(cmd_models::ModelsCommand),
 }
 
 /// Options shared by commands that pick a persona.
@@ -68,6 +75,8 @@ fn main() -> ExitCode {
         Command::Dev(cmd) => cmd_dev::dev(cmd),
         Command::Ctl(args) => cmd_ctl::ctl(args),
         Command::Say(args) => cmd_ctl::say(args),
+        Command::Doctor(args) => cmd_doctor::doctor(args),
+        Command::Models(cmd) => cmd_models::models(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

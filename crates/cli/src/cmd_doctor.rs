@@ -1,0 +1,176 @@
+//! `livetalk doctor`: what this machine has for each part of livetalk, each problem with the
+//! command that fixes it. Exits 0 when nothing the default CPU path needs is missing (the GPU,
+//! weights, camera, OBS plugin and text-to-speech are extras: reported, not required).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Result};
+use livetalk_vcam::doctor::{doctor_checks, CheckStatus, DoctorCheck};
+
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// The LiveTalk weights folder to verify (default: $XDG_DATA_HOME/livetalk/weights).
+    #[arg(long, value_name = "DIR")]
+    pub weights: Option<PathBuf>,
+    /// The model registry folder (default: the installed one or the checkout's models/).
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+}
+
+fn check(name: &str, status: CheckStatus, detail: impl Into<String>, fix: Option<String>) -> DoctorCheck {
+    DoctorCheck { name: name.to_string(), status, detail: detail.into(), fix }
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
+}
+
+fn gpu_checks() -> Vec<DoctorCheck> {
+    let mut checks = Vec::new();
+    let built = cfg!(feature = "cuda");
+    checks.push(if built {
+        check("CUDA build", CheckStatus::Ok, "this binary is built with CUDA", None)
+    } else {
+        check("CUDA build", CheckStatus::Warn, "this binary is built without CUDA: the LiveTalk model runs on the CPU only (slowly); the CPU avatar is unaffected",
+            Some("cargo install --path crates/cli --features cuda   (needs the CUDA toolkit: sudo apt-get install nvidia-cuda-toolkit)".into()))
+    });
+    match on_path("nvidia-smi") {
+        Some(smi) => {
+            let out = Command::new(&smi).args(["--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]).output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    let text = String::from_utf8_lossy(&o.stdout).trim().replace('\n', "; ");
+                    checks.push(check("NVIDIA driver", CheckStatus::Ok, format!("nvidia-smi: {text}"), None));
+                }
+                Ok(o) => checks.push(check("NVIDIA driver", CheckStatus::Warn,
+                    format!("nvidia-smi fails: {}", String::from_utf8_lossy(&o.stderr).trim()),
+                    Some("sudo ubuntu-drivers autoinstall && sudo reboot".into()))),
+                Err(e) => checks.push(check("NVIDIA driver", CheckStatus::Warn, format!("cannot run {}: {e}", smi.display()), None)),
+            }
+        }
+        None => checks.push(check("NVIDIA driver", CheckStatus::Warn, "nvidia-smi is not on PATH: no NVIDIA driver (the GPU path is off)",
+            Some("sudo ubuntu-drivers autoinstall && sudo reboot".into()))),
+    }
+    let lib_dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/cuda/lib64", "/usr/lib/wsl/lib"];
+    let found = |name: &str| lib_dirs.iter().map(|d| Path::new(d).join(name)).find(|p| p.exists());
+    match found("libcuda.so.1") {
+        Some(p) => checks.push(check("CUDA driver library", CheckStatus::Ok, p.display().to_string(), None)),
+        None => checks.push(check("CUDA driver library", CheckStatus::Warn, "libcuda.so.1 not found", Some("sudo ubuntu-drivers autoinstall".into()))),
+    }
+    if built {
+        for lib in ["libcublas.so", "libcurand.so"] {
+            let any = lib_dirs.iter().any(|d| std::fs::read_dir(d).map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().starts_with(lib))).unwrap_or(false));
+            if !any {
+                checks.push(check("CUDA libraries", CheckStatus::Warn, format!("{lib}* not found"), Some("sudo apt-get install nvidia-cuda-toolkit".into())));
+            }
+        }
+    }
+    checks
+}
+
+fn weights_checks(args: &DoctorArgs) -> Vec<DoctorCheck> {
+    let weights = args.weights.clone().unwrap_or_else(crate::cmd_models::default_weights_dir);
+    let registry = match crate::cmd_models::registry_dir(args.registry.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return vec![check("model registry", CheckStatus::Warn, e.to_string(), Some("livetalk doctor --registry DIR".into()))],
+    };
+    if !weights.is_dir() {
+        return vec![check("LiveTalk weights", CheckStatus::Warn,
+            format!("{} does not exist: only the CPU avatar can run", weights.display()),
+            Some(format!("livetalk models list   (then download the livetalk-1.3b bundle into {})", weights.display())))];
+    }
+    match crate::cmd_models::check_weights(&registry, &weights) {
+        Err(e) => vec![check("model registry", CheckStatus::Warn, format!("{e:#}"), None)],
+        Ok(entries) => entries
+            .into_iter()
+            .map(|c| {
+                let name = format!("weights {}", c.entry.id);
+                if c.problems.is_empty() {
+                    check(&name, CheckStatus::Ok, format!("{} files verified", c.verified), None)
+                } else {
+                    check(&name, CheckStatus::Warn, c.problems.join("; "), Some(format!("livetalk models verify {}", weights.display())))
+                }
+            })
+            .collect(),
+    }
+}
+
+fn extra_checks() -> Vec<DoctorCheck> {
+    let mut checks = Vec::new();
+    checks.push(match on_path("pw-cli") {
+        Some(p) => check("PipeWire tools", CheckStatus::Ok, p.display().to_string(), None),
+        None => check("PipeWire tools", CheckStatus::Warn, "pw-cli is not on PATH", Some("sudo apt-get install pipewire-bin".into())),
+    });
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut plugin_dirs: Vec<PathBuf> = home.iter().flat_map(|h| [h.join(".config/obs-studio/plugins"), h.join(".var/app/com.obsproject.Studio/config/obs-studio/plugins")]).collect();
+    plugin_dirs.extend(["/usr/lib/x86_64-linux-gnu/obs-plugins", "/usr/lib/obs-plugins", "/usr/lib64/obs-plugins", "/usr/local/lib/obs-plugins", "/usr/share/obs/obs-plugins"].map(PathBuf::from));
+    let plugin = plugin_dirs.iter().find_map(|d| {
+        std::fs::read_dir(d).ok()?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("livetalk")))
+    });
+    checks.push(match plugin {
+        Some(p) => check("OBS plugin", CheckStatus::Ok, p.display().to_string(), None),
+        None => check("OBS plugin", CheckStatus::Warn,
+            format!("no livetalk plugin in {}", plugin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
+            Some("install the livetalk OBS plugin into ~/.config/obs-studio/plugins/livetalk/ (see packaging/)".into())),
+    });
+    checks.push(match livetalk_audio::tts::Espeak::find() {
+        Some(e) => check("espeak-ng (text-to-speech)", CheckStatus::Ok, e.program().display().to_string(), None),
+        None => check("espeak-ng (text-to-speech)", CheckStatus::Warn, "not found: `livetalk say` and --text use a recorded sample instead", Some("sudo apt-get install espeak-ng".into())),
+    });
+    checks
+}
+
+/// What the default CPU path needs: the persona presets load, and the control socket folder
+/// can be made.
+fn required_checks() -> Vec<DoctorCheck> {
+    let mut checks = Vec::new();
+    checks.push(match crate::presets::library(&[]) {
+        Ok(lib) if lib.get("anna").is_ok() => check("persona presets", CheckStatus::Ok, format!("{} presets", lib.len()), None),
+        Ok(_) => check("persona presets", CheckStatus::Fail, "the built-in preset `anna` is missing", Some("reinstall livetalk".into())),
+        Err(e) => check("persona presets", CheckStatus::Fail, format!("{e:#}"), Some("fix or remove the preset named above (livetalk persona list)".into())),
+    });
+    let socket = livetalk_control::default_socket_path();
+    let dir = socket.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    checks.push(if dir.is_dir() || base.is_dir() {
+        check("control socket folder", CheckStatus::Ok, format!("{} (socket {})", base.display(), socket.display()), None)
+    } else {
+        check("control socket folder", CheckStatus::Fail, format!("{} does not exist", base.display()),
+            Some("log in through a desktop session (sets XDG_RUNTIME_DIR), or: export XDG_RUNTIME_DIR=$(mktemp -d)".into()))
+    });
+    checks
+}
+
+pub fn doctor(args: DoctorArgs) -> Result<()> {
+    let sections: Vec<(&str, Vec<DoctorCheck>, bool)> = vec![
+        ("livetalk (required)", required_checks(), true),
+        ("GPU", gpu_checks(), false),
+        ("weights", weights_checks(&args), false),
+        ("camera", doctor_checks(), false),
+        ("extras", extra_checks(), false),
+    ];
+    let mut missing = 0;
+    let mut problems = 0;
+    for (title, checks, required) in &sections {
+        println!("{title}:");
+        for c in checks {
+            println!("  {}", c.to_string().replace('\n', "\n  "));
+            if c.status != CheckStatus::Ok {
+                problems += 1;
+                if *required && c.status == CheckStatus::Fail {
+                    missing += 1;
+                }
+            }
+        }
+    }
+    if missing > 0 {
+        bail!("{missing} thing(s) the default CPU path needs are missing (see FAIL above)");
+    }
+    if problems == 0 {
+        println!("everything is in place");
+    } else {
+        println!("the CPU avatar can run; {problems} optional part(s) need attention (fixes above)");
+    }
+    Ok(())
+}
