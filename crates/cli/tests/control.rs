@@ -176,3 +176,46 @@ fn tcp_control_needs_the_token_and_no_control_serves_nothing() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("is `livetalk run` running"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn doctor_and_models_report_what_is_there() {
+    let dir = std::env::temp_dir().join(format!("livetalk-models-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
+    std::fs::create_dir_all(dir.join("weights/tiny")).unwrap();
+    std::fs::write(
+        dir.join("registry/tiny.toml"),
+        "id = \"tiny\"\ndescription = \"a tiny test model\"\nsource = \"huggingface\"\nrepo = \"test/tiny\"\nrevision = \"main\"\n\
+         [licence]\nname = \"MIT\"\nurl = \"https://example.invalid\"\n[[files]]\npath = \"a.bin\"\nsize = 4\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("weights/tiny/a.bin"), b"abcd").unwrap();
+    let registry = dir.join("registry");
+    let weights = dir.join("weights");
+    let models = |args: &[&str]| Command::new(BIN).arg("models").args(args).arg("--registry").arg(&registry).output().unwrap();
+
+    let listed = stdout(&models(&["list", "--weights", weights.to_str().unwrap()]));
+    assert!(listed.lines().any(|l| l.starts_with("tiny") && l.contains("present") && l.contains("4 B") && l.contains("licence MIT")), "{listed}");
+    let verified = stdout(&models(&["verify", weights.to_str().unwrap()]));
+    assert!(verified.contains("ok    tiny (1 files)"), "{verified}");
+
+    std::fs::write(dir.join("weights/tiny/a.bin"), b"abc").unwrap();
+    let bad = models(&["verify", weights.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(out.contains("FAIL  tiny") && out.contains("size 3 bytes, expected 4"), "{out}");
+
+    let doctor = Command::new(BIN).args(["doctor", "--registry"]).arg(&registry).arg("--weights").arg(&weights).output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(doctor.status.success(), "the CPU path needs nothing missing here: {text}");
+    for section in ["livetalk (required):", "GPU:", "weights:", "camera:", "extras:"] {
+        assert!(text.contains(section), "{section} missing: {text}");
+    }
+    assert!(text.contains("[ok  ] persona presets"), "{text}");
+    assert!(text.contains("[warn] weights tiny: ") && text.contains("a.bin: size 3 bytes, expected 4"), "{text}");
+    // Every problem comes with its fix.
+    let problems = text.lines().filter(|l| l.contains("[warn]") || l.contains("[FAIL]")).count();
+    let fixes = text.lines().filter(|l| l.trim_start().starts_with("fix: ")).count();
+    assert_eq!(problems, fixes, "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
