@@ -1,6 +1,8 @@
-//! `livetalk persona list|show`.
+//! `livetalk persona list|show|encode-prompt`.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use crate::presets;
@@ -19,6 +21,68 @@ pub enum PersonaCommand {
         #[arg(long = "presets", value_name = "DIR")]
         preset_dirs: Vec<std::path::PathBuf>,
     },
+    /// Compute the persona's prompt embedding with umT5-XXL once and cache it next to the preset
+    /// (`NAME.prompt.safetensors`), so the text encoder is never resident while streaming.
+    EncodePrompt {
+        /// The persona's name.
+        name: String,
+        /// The umT5 encoder (`models_t5_umt5-xxl-enc-bf16.pth` of Wan2.1-T2V-1.3B).
+        #[arg(long)]
+        umt5: PathBuf,
+        /// The umT5 tokenizer (`google/umt5-xxl/tokenizer.json` of Wan2.1-T2V-1.3B).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Device for the encoder: cpu or cuda.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+        /// Where to write the embedding (default: next to the preset).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long = "presets", value_name = "DIR")]
+        preset_dirs: Vec<std::path::PathBuf>,
+    },
+}
+
+/// Prompt length the LiveTalk model was trained with (Wan's text_len).
+const TEXT_LEN: usize = 512;
+
+fn encode_prompt(name: &str, umt5: PathBuf, tokenizer: PathBuf, device: &str, out: Option<PathBuf>, preset_dirs: &[PathBuf]) -> Result<()> {
+    use livetalk_model::prompt_cache::{load_or_encode, PromptEncoderFiles, Source};
+    let lib = presets::library(preset_dirs)?;
+    let persona = lib.get(name)?;
+    if persona.prompt.trim().is_empty() {
+        bail!("persona {} has no prompt (field `prompt` in {})", persona.name, persona.origin.display());
+    }
+    for (what, path) in [("umT5 encoder", &umt5), ("tokenizer", &tokenizer)] {
+        if !path.is_file() {
+            bail!("{what} {} does not exist", path.display());
+        }
+    }
+    let out = match out {
+        Some(out) => out,
+        None if persona.origin.starts_with("<built-in>") || !persona.origin.is_file() => bail!(
+            "persona {} is built in: copy its preset into ~/.config/livetalk/personas/ first, or pass --out",
+            persona.name
+        ),
+        None => persona.folder().join(format!("{}.prompt.safetensors", persona.name)),
+    };
+    let device = match device {
+        "cuda" => candle_core::Device::new_cuda(0).context("opening CUDA device 0")?,
+        _ => candle_core::Device::Cpu,
+    };
+    // bf16 everywhere: the published encoder is bf16, and f32 would need 23 GB of memory.
+    let files = PromptEncoderFiles {
+        encoder: umt5,
+        tokenizer,
+        manifest: None,
+        config: livetalk_model::umt5::Umt5Config::xxl(),
+    };
+    let (embeds, source) = load_or_encode(&out, &persona.prompt, &files, TEXT_LEN, candle_core::DType::BF16, &device)?;
+    match source {
+        Source::Cache => println!("{} is up to date ({:?})", out.display(), embeds.dims()),
+        Source::Encoded { reason } => println!("wrote {} ({:?}; {reason})", out.display(), embeds.dims()),
+    }
+    Ok(())
 }
 
 pub fn persona(cmd: PersonaCommand) -> Result<()> {
@@ -34,6 +98,9 @@ pub fn persona(cmd: PersonaCommand) -> Result<()> {
                 dirs.join(", ")
             });
             Ok(())
+        }
+        PersonaCommand::EncodePrompt { name, umt5, tokenizer, device, out, preset_dirs } => {
+            encode_prompt(&name, umt5, tokenizer, &device, out, &preset_dirs)
         }
         PersonaCommand::Show { name, preset_dirs } => {
             let lib = presets::library(&preset_dirs)?;
