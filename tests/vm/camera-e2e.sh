@@ -35,8 +35,9 @@ fi
 
 # 2. the test driver (release: the guest may be emulated)
 ts "building livetalk-vcam-test"
-(cd "$REPO" && cargo build -q --release -p livetalk-vcam --bin livetalk-vcam-test)
+(cd "$REPO" && cargo build -q --release -p livetalk-vcam --bin livetalk-vcam-test && cargo build -q --release --bin livetalk)
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk-vcam-test
+LIVETALK=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk
 
 # 3. kernel + module + initramfs, cached outside the clone
 KDIR=$CACHE/kernel${V4L2LOOPBACK_SUITE:+-$V4L2LOOPBACK_SUITE}
@@ -50,7 +51,7 @@ ts "kernel ready: $(cat "$KDIR/KVER")"
 # 4. the guest's files, and the host's / (non-recursive bind: 2-3x faster over 9p than / with submounts)
 WORK=$(mktemp -d /tmp/livetalk-vm.XXXXXX)
 mkdir -p "$WORK/share" "$WORK/hostroot"
-cp "$HERE"/guest/* "$BIN" "$REPO/packaging/modprobe.d/livetalk.conf" "$WORK/share/"
+cp "$HERE"/guest/* "$BIN" "$LIVETALK" "$REPO/packaging/modprobe.d/livetalk.conf" "$WORK/share/"
 mount --bind / "$WORK/hostroot"
 cleanup() { umount "$WORK/hostroot" 2>/dev/null || true; }
 trap cleanup EXIT

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use livetalk_core::frame::{ColorSpec, PixelFormat};
 use livetalk_core::FrameBus;
+use livetalk_vcam::compose::Backdrop;
+use livetalk_vcam::pump::{CameraPump, PumpConfig};
+use livetalk_vcam::{CameraFormat, DeviceSelector, SinkConfig, V4l2Sink};
 use livetalk_engine::service::{EngineOptions, EngineService};
 
 use crate::{drive, presets, PersonaArgs};
@@ -33,7 +36,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Engine: the CPU avatar, the LiveTalk model, or LiveTalk when it can run (GPU + weights).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "livetalk", "auto"])]
+    #[arg(long, default_value = "auto", value_parser = ["cpu", "livetalk", "auto"])]
     pub engine: String,
     /// LiveTalk weights directory (model.safetensors, Wan2.1_VAE.pth, wav2vec2-base-960h/, taew2_1).
     #[arg(long)]
@@ -49,6 +52,42 @@ pub struct RunArgs {
     pub dtype: Option<String>,
     #[command(flatten)]
     pub control_api: crate::cmd_ctl::ControlArgs,
+    /// Also show the avatar as a camera: a v4l2loopback device by label ("livetalk") or path
+    /// (/dev/video10). See packaging/README-camera.md.
+    #[arg(long, value_name = "DEVICE")]
+    pub camera: Option<String>,
+    /// Camera pixel format.
+    #[arg(long, default_value = "yuyv", value_parser = ["yuyv", "i420"])]
+    pub camera_format: String,
+    /// Camera frame size WIDTHxHEIGHT.
+    #[arg(long, default_value = "1280x720", value_parser = crate::cmd_demo::parse_size)]
+    pub camera_size: (u32, u32),
+}
+
+/// Opens the camera and starts its pump on the bus: the pump composes frames onto the persona's
+/// background, paces them at 30 fps by pts, and its reader count drives the engine's pause.
+fn start_camera(args: &RunArgs, bus: &FrameBus, persona: &livetalk_core::Persona) -> Result<Option<CameraPump>> {
+    let Some(device) = &args.camera else { return Ok(None) };
+    let (width, height) = args.camera_size;
+    let config = SinkConfig {
+        device: DeviceSelector::parse(device),
+        width,
+        height,
+        format: if args.camera_format == "i420" { CameraFormat::I420 } else { CameraFormat::Yuyv },
+        fps: 30,
+    };
+    let sink = V4l2Sink::open(&config)?;
+    let mut pump_config = PumpConfig::for_sink(&config);
+    let colour = match &persona.background {
+        Some(livetalk_core::persona::Background::Colour(c)) => Some(*c),
+        _ => persona.look.as_ref().map(|l| l.background),
+    };
+    if let Some(c) = colour {
+        pump_config.backdrop = Backdrop::Colour([c.r, c.g, c.b]);
+    }
+    let pump = CameraPump::start(sink, bus.subscribe(), pump_config, |_| {})?;
+    eprintln!("livetalk: camera {device} ({}x{} {}, 30 fps)", width, height, args.camera_format);
+    Ok(Some(pump))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -60,6 +99,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     let bus = FrameBus::new();
+    let camera = start_camera(&args, &bus, &persona).context("opening the camera")?;
     let mut options = EngineOptions::live();
     options.speech = livetalk_audio::tts::Espeak::find()
         .map(|e| Arc::new(e) as Arc<dyn livetalk_engine::service::SpeechSynth>);
@@ -91,6 +131,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let deadline = args.seconds.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let result = if args.no_preview {
         let subscriber = bus.subscribe();
+        // With a camera, its readers decide whether the engine renders (it pauses when nobody
+        // reads); without one, this loop is the only watcher.
+        subscriber.set_watching(camera.is_none());
         let mut seq = 0;
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -104,6 +147,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         preview(&bus, &persona.display_name, deadline)
     };
     let status = control.status();
+    if let Some(pump) = camera {
+        pump.stop().context("closing the camera")?;
+    }
     handle.stop().context("stopping the engine")?;
     eprintln!("livetalk: stopped ({} frames rendered)", status.frames_rendered);
     result

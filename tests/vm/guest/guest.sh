@@ -167,6 +167,29 @@ else fail engine-paused "$(tail -5 "$WLOG")"; fi
 grep -E '^(OPENED|DEMAND|ENGINE)' "$WLOG" | tail -n 12
 stop_writer shared-writer-clean-exit
 
+echo "== the real livetalk binary: livetalk run --camera (CPU avatar, persona kai) t=$(t)"
+# kai's background is #ece2d0: the camera's top-left corner must show it (composed backdrop
+# or the avatar's own background), and the picture must change over time (the avatar moves).
+"$S/livetalk" run --no-preview --no-control --persona kai --camera "livetalk shared" --camera-size 640x360 \
+    --seconds 60 >"$S/livetalk-run.log" 2>&1 &
+LT=$!
+expect livetalk-run-camera sh -c "timeout 90 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video11 -frames:v 45 \
+    -f rawvideo -pix_fmt rgb24 -y $S/livetalk-run.rgb && python3 -c '
+import sys
+w, h = 640, 360
+data = open(sys.argv[1], \"rb\").read()
+n = len(data) // (w * h * 3)
+assert n >= 45, n
+frames = [data[i * w * h * 3:(i + 1) * w * h * 3] for i in range(n)]
+r, g, b = frames[-1][0:3]
+assert abs(r - 0xec) < 24 and abs(g - 0xe2) < 24 and abs(b - 0xd0) < 24, (r, g, b)
+assert max(frames[-1]) - min(frames[-1]) > 100, \"a flat picture\"
+assert len(set(frames)) > 1, \"the picture never changes\"
+print(n, \"frames, corner\", (r, g, b), len(set(frames)), \"distinct\")
+' $S/livetalk-run.rgb"
+kill $LT 2>/dev/null; wait $LT 2>/dev/null
+grep -q "camera livetalk shared" "$S/livetalk-run.log" || fail livetalk-run-log "$(tail -3 $S/livetalk-run.log)"
+
 kill $MONITOR 2>/dev/null
 echo "$PASSED passed, $FAILED failed${FAILED_NAMES:+ (failed:$FAILED_NAMES)} t=$(t)"
 [ $FAILED = 0 ]
