@@ -15,12 +15,8 @@ use crate::{drive, presets, PersonaArgs};
 pub struct DemoArgs {
     #[command(flatten)]
     pub persona: PersonaArgs,
-    /// Text the avatar speaks (espeak-ng); default: a greeting.
-    #[arg(long, conflicts_with = "audio")]
-    pub text: Option<String>,
-    /// An audio file that drives the avatar (WAV, FLAC, MP3, OGG).
-    #[arg(long)]
-    pub audio: Option<PathBuf>,
+    #[command(flatten)]
+    pub drive: drive::DriveArgs,
     /// Output file. `.avi` (Motion-JPEG + PCM) is written directly; other extensions
     /// (`.mp4`, `.mkv`, `.webm`) are transcoded from it with ffmpeg when ffmpeg is installed.
     #[arg(long, short, default_value = "livetalk-demo.avi")]
@@ -50,7 +46,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let lib = presets::library(&args.persona.preset_dirs)?;
     let persona = lib.get(&args.persona.persona)?.clone();
     let target = OutputTarget::check(&args.out)?;
-    let drive = drive::resolve(args.text.as_deref(), args.audio.as_deref(), &persona.voice)?;
+    let drive = drive::resolve(args.drive.text.as_deref(), args.drive.audio.as_deref(), &persona.voice)?;
     let (width, height) = args.size.unwrap_or((persona.size.width, persona.size.height));
 
     let summary = render_avi(&persona, &drive, target.avi_path(), width, height, args.fps, args.seed)?;

@@ -20,12 +20,8 @@ use crate::{drive, presets, PersonaArgs};
 pub struct RunArgs {
     #[command(flatten)]
     pub persona: PersonaArgs,
-    /// Text the avatar speaks at start (espeak-ng).
-    #[arg(long, conflicts_with = "audio")]
-    pub text: Option<String>,
-    /// An audio file that drives the avatar (played in real time).
-    #[arg(long)]
-    pub audio: Option<PathBuf>,
+    #[command(flatten)]
+    pub drive: drive::DriveArgs,
     /// No preview window (the avatar still runs for the other sinks).
     #[arg(long)]
     pub no_preview: bool,
@@ -93,7 +89,7 @@ fn start_camera(args: &RunArgs, bus: &FrameBus, persona: &livetalk_core::Persona
 pub fn run(args: RunArgs) -> Result<()> {
     let lib = presets::library(&args.persona.preset_dirs)?;
     let persona = lib.get(&args.persona.persona)?.clone();
-    let drive = drive::resolve(args.text.as_deref(), args.audio.as_deref(), &persona.voice)?;
+    let drive = drive::resolve(args.drive.text.as_deref(), args.drive.audio.as_deref(), &persona.voice)?;
     if !args.no_preview && std::env::var_os("DISPLAY").is_none() {
         bail!("no X display for the preview window (DISPLAY is not set): run with --no-preview, or under a desktop session");
     }

@@ -8,6 +8,17 @@ use livetalk_audio::{file, tts, Waveform};
 /// The sentence the demo speaks when no text or audio is given.
 pub const DEFAULT_TEXT: &str = "Hello! I am your live talk avatar. I move my lips to your voice, in any video call.";
 
+/// What drives the avatar, as command-line options (`demo`, `run`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct DriveArgs {
+    /// Text the avatar speaks (espeak-ng); default: a greeting.
+    #[arg(long, conflicts_with = "audio")]
+    pub text: Option<String>,
+    /// An audio file that drives the avatar (WAV, FLAC, MP3, OGG), paced in real time by `run`.
+    #[arg(long)]
+    pub audio: Option<PathBuf>,
+}
+
 /// The driving audio: `original` goes into output files; `engine` (16 kHz) drives the avatar.
 pub struct Drive {
     pub original: Waveform,
