@@ -49,7 +49,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub control_api: crate::cmd_ctl::ControlArgs,
     /// Also show the avatar as a camera: a v4l2loopback device by label ("livetalk") or path
-    /// (/dev/video10). See packaging/README-camera.md.
+    /// (/dev/video10), or `pipewire` for a PipeWire camera node (a build with `--features
+    /// pipewire`). See packaging/README-camera.md.
     #[arg(long, value_name = "DEVICE")]
     pub camera: Option<String>,
     /// Camera pixel format.
@@ -58,6 +59,26 @@ pub struct RunArgs {
     /// Camera frame size WIDTHxHEIGHT.
     #[arg(long, default_value = "1280x720", value_parser = crate::cmd_demo::parse_size)]
     pub camera_size: (u32, u32),
+}
+
+/// The PipeWire camera node (`node.name=livetalk`, Video/Source, media.role=Camera) fed by the
+/// same pump; a streaming link counts as a reader.
+#[cfg(feature = "pipewire")]
+fn start_pipewire(config: &SinkConfig, bus: &FrameBus, pump_config: PumpConfig) -> Result<CameraPump> {
+    use livetalk_vcam::pipewire::{PipeWireCamera, PipeWireConfig};
+    let node = PipeWireCamera::start(PipeWireConfig {
+        width: config.width,
+        height: config.height,
+        format: config.format,
+        fps: config.fps,
+        ..Default::default()
+    })?;
+    Ok(CameraPump::start(node, bus.subscribe(), pump_config, |_| {})?)
+}
+
+#[cfg(not(feature = "pipewire"))]
+fn start_pipewire(_: &SinkConfig, _: &FrameBus, _: PumpConfig) -> Result<CameraPump> {
+    bail!("this livetalk was built without PipeWire: cargo build --release --features pipewire (needs libpipewire-0.3-dev and libclang-dev); or use a v4l2loopback device")
 }
 
 /// Opens the camera and starts its pump on the bus: the pump composes frames onto the persona's
@@ -72,7 +93,6 @@ fn start_camera(args: &RunArgs, bus: &FrameBus, persona: &livetalk_core::Persona
         format: if args.camera_format == "i420" { CameraFormat::I420 } else { CameraFormat::Yuyv },
         fps: 30,
     };
-    let sink = V4l2Sink::open(&config)?;
     let mut pump_config = PumpConfig::for_sink(&config);
     let colour = match &persona.background {
         Some(livetalk_core::persona::Background::Colour(c)) => Some(*c),
@@ -81,7 +101,11 @@ fn start_camera(args: &RunArgs, bus: &FrameBus, persona: &livetalk_core::Persona
     if let Some(c) = colour {
         pump_config.backdrop = Backdrop::Colour([c.r, c.g, c.b]);
     }
-    let pump = CameraPump::start(sink, bus.subscribe(), pump_config, |_| {})?;
+    let pump = if device == "pipewire" {
+        start_pipewire(&config, bus, pump_config)?
+    } else {
+        CameraPump::start(V4l2Sink::open(&config)?, bus.subscribe(), pump_config, |_| {})?
+    };
     eprintln!("livetalk: camera {device} ({}x{} {}, 30 fps)", width, height, args.camera_format);
     Ok(Some(pump))
 }
