@@ -173,6 +173,10 @@ echo "== the real livetalk binary: livetalk run --camera (CPU avatar, persona ka
 "$S/livetalk" run --no-preview --no-control --persona kai --camera "livetalk shared" --camera-size 640x360 \
     --seconds 60 >"$S/livetalk-run.log" 2>&1 &
 LT=$!
+# The reader opens once livetalk has configured the device (it speaks its greeting with
+# espeak-ng first, which takes seconds under emulation).
+i=0; until grep -q "camera livetalk shared" "$S/livetalk-run.log"; do
+  i=$((i+1)); [ $i -gt 600 ] && break; kill -0 $LT 2>/dev/null || break; sleep 0.2; done
 expect livetalk-run-camera sh -c "timeout 90 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video11 -frames:v 45 \
     -f rawvideo -pix_fmt rgb24 -y $S/livetalk-run.rgb && python3 -c '
 import sys
