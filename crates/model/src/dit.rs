@@ -251,7 +251,9 @@ fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> Result<
     candle_nn::linear(in_dim, out_dim, vb.pp(name))
 }
 
-struct SelfAttention {
+/// The q/k/v/o projections with q/k RMSNorm over the full dim, shared by self- and
+/// cross-attention (same names and shapes in the checkpoint).
+struct Projections {
     q: Linear,
     k: Linear,
     v: Linear,
@@ -262,10 +264,10 @@ struct SelfAttention {
     eps: f64,
 }
 
-impl SelfAttention {
+impl Projections {
     fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.dim;
-        Ok(SelfAttention {
+        Ok(Projections {
             q: linear(&vb, d, d, "q")?,
             k: linear(&vb, d, d, "k")?,
             v: linear(&vb, d, d, "v")?,
@@ -275,6 +277,29 @@ impl SelfAttention {
             num_heads: cfg.num_heads,
             eps: cfg.eps,
         })
+    }
+
+    /// Normalised queries `[B, L, dim]`.
+    fn query(&self, x: &Tensor) -> Result<Tensor> {
+        rms_norm(&self.q.forward(x)?, &self.norm_q, self.eps)
+    }
+
+    /// Normalised keys and values `[B, L, dim]`.
+    fn key_value(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((rms_norm(&self.k.forward(x)?, &self.norm_k, self.eps)?, self.v.forward(x)?))
+    }
+
+    /// Heads `[B, H, L, D]` back to `[B, L, dim]`, then the output projection.
+    fn output(&self, heads: &Tensor) -> Result<Tensor> {
+        self.o.forward(&from_heads(heads)?)
+    }
+}
+
+struct SelfAttention(Projections);
+
+impl SelfAttention {
+    fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
+        Projections::new(cfg, vb).map(SelfAttention)
     }
 
     fn forward(
@@ -285,62 +310,41 @@ impl SelfAttention {
         plan: &CachePlan,
         trace_kv: Option<&mut (Tensor, Tensor)>,
     ) -> Result<Tensor> {
-        let q = rms_norm(&self.q.forward(x)?, &self.norm_q, self.eps)?;
-        let k = rms_norm(&self.k.forward(x)?, &self.norm_k, self.eps)?;
-        let v = self.v.forward(x)?;
-        let q = rope.apply(&q, self.num_heads)?;
-        let k = rope.apply(&k, self.num_heads)?;
+        let p = &self.0;
+        let q = p.query(x)?;
+        let (k, v) = p.key_value(x)?;
+        let q = rope.apply(&q, p.num_heads)?;
+        let k = rope.apply(&k, p.num_heads)?;
         if let Some(t) = trace_kv {
             *t = (k.clone(), v.clone());
         }
-        let q = to_heads(&q, self.num_heads)?;
-        let k = to_heads(&k, self.num_heads)?;
-        let v = to_heads(&v, self.num_heads)?;
+        let q = to_heads(&q, p.num_heads)?;
+        let k = to_heads(&k, p.num_heads)?;
+        let v = to_heads(&v, p.num_heads)?;
         cache.write(plan, &k, &v)?;
         let (kw, vw) = cache.window(plan)?;
-        let out = attention(&q, &kw, &vw)?;
-        self.o.forward(&from_heads(&out)?)
+        p.output(&attention(&q, &kw, &vw)?)
     }
 }
 
-struct CrossAttention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    norm_q: Tensor,
-    norm_k: Tensor,
-    num_heads: usize,
-    eps: f64,
-}
+struct CrossAttention(Projections);
 
 impl CrossAttention {
     fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
-        let d = cfg.dim;
-        Ok(CrossAttention {
-            q: linear(&vb, d, d, "q")?,
-            k: linear(&vb, d, d, "k")?,
-            v: linear(&vb, d, d, "v")?,
-            o: linear(&vb, d, d, "o")?,
-            norm_q: vb.get(d, "norm_q.weight")?,
-            norm_k: vb.get(d, "norm_k.weight")?,
-            num_heads: cfg.num_heads,
-            eps: cfg.eps,
-        })
+        Projections::new(cfg, vb).map(CrossAttention)
     }
 
     /// The prompt's K/V `[B, H, Lc, D]` (cached per prompt).
     fn context_kv(&self, ctx: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = rms_norm(&self.k.forward(ctx)?, &self.norm_k, self.eps)?;
-        let v = self.v.forward(ctx)?;
-        Ok((to_heads(&k, self.num_heads)?, to_heads(&v, self.num_heads)?))
+        let p = &self.0;
+        let (k, v) = p.key_value(ctx)?;
+        Ok((to_heads(&k, p.num_heads)?, to_heads(&v, p.num_heads)?))
     }
 
     fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
-        let q = rms_norm(&self.q.forward(x)?, &self.norm_q, self.eps)?;
-        let q = to_heads(&q, self.num_heads)?;
-        let out = attention(&q, &kv.0, &kv.1)?;
-        self.o.forward(&from_heads(&out)?)
+        let p = &self.0;
+        let q = to_heads(&p.query(x)?, p.num_heads)?;
+        p.output(&attention(&q, &kv.0, &kv.1)?)
     }
 }
 
