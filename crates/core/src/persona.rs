@@ -10,6 +10,7 @@
 //! background = "#1e2430"           # a colour, or a picture next to the preset
 //! size = "1280x720"                # output size, default 1280x720
 //! hotkey = "Ctrl+Alt+1"
+//! # webcam = "/dev/video0"        # a "me" persona: the user's real webcam instead of an avatar
 //!
 //! [pngtuber]                       # optional: a picture avatar instead of the drawn one
 //! idle = "anna-idle.png"
@@ -35,8 +36,10 @@ use crate::error::{Error, Result};
 use crate::look::{AvatarLook, Rgb};
 
 mod hotkey;
+mod webcam;
 
-pub use hotkey::{Hotkey, NAMED_KEYS};
+pub use hotkey::{Hotkey, HotkeyConflict, NAMED_KEYS};
+pub use webcam::Webcam;
 
 /// The espeak-ng voice used when a preset names none.
 pub const DEFAULT_VOICE: &str = "en-us";
@@ -131,6 +134,8 @@ pub struct Persona {
     pub background: Option<Background>,
     pub size: OutputSize,
     pub hotkey: Option<Hotkey>,
+    /// A "me" persona: the user's real webcam is shown instead of an avatar.
+    pub webcam: Option<Webcam>,
     /// The preset file this persona came from; relative paths in it resolve against its folder.
     pub origin: PathBuf,
 }
@@ -155,6 +160,8 @@ struct PresetFile {
     size: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hotkey: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    webcam: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pngtuber: Option<PngTuberFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +225,7 @@ impl Persona {
             }),
             size: Some(self.size.to_string()),
             hotkey: self.hotkey.as_ref().map(Hotkey::to_string),
+            webcam: self.webcam.as_ref().map(Webcam::to_string),
             pngtuber: self.pngtuber.as_ref().map(|tuber| PngTuberFile {
                 idle: relative(&tuber.idle),
                 talking: relative(&tuber.talking),
@@ -287,6 +295,19 @@ impl Resolver {
             Some(text) => Some(Background::Picture(self.picture("background", &text)?)),
             None => None,
         };
+        let webcam = match file.webcam {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|message| self.error("webcam", message))?,
+            ),
+            None => None,
+        };
+        if webcam.is_some() && file.pngtuber.is_some() {
+            return Err(self.error(
+                "webcam",
+                "a webcam persona shows the camera: remove `[pngtuber]` or `webcam`",
+            ));
+        }
         let pngtuber = match file.pngtuber {
             Some(tuber) => Some(PngTuber {
                 idle: self.picture("pngtuber.idle", &tuber.idle)?,
@@ -312,6 +333,7 @@ impl Resolver {
             background,
             size,
             hotkey,
+            webcam,
             origin: self.origin.clone(),
         })
     }
@@ -388,6 +410,19 @@ impl Resolver {
             return Err(self.error(
                 field,
                 format!("picture file not found: {}", resolved.display()),
+            ));
+        }
+        // A symbolic link inside the folder must not lead out of it either.
+        let real = |path: &Path| std::fs::canonicalize(path).map_err(|e| Error::io(path, e));
+        let (real_picture, real_folder) = (real(&resolved)?, real(&self.folder)?);
+        if !real_picture.starts_with(&real_folder) {
+            return Err(self.error(
+                field,
+                format!(
+                    "picture `{text}` is a link to {}, outside the preset's folder; copy the \
+                     picture next to the preset",
+                    real_picture.display()
+                ),
             ));
         }
         Ok(resolved)
@@ -486,6 +521,27 @@ impl PersonaLibrary {
     /// The persona whose hotkey is `hotkey`, if any.
     pub fn by_hotkey(&self, hotkey: &Hotkey) -> Option<&Persona> {
         self.iter().find(|p| p.hotkey.as_ref() == Some(hotkey))
+    }
+
+    /// Hotkeys given to more than one persona (such a hotkey cannot tell which one is meant).
+    pub fn hotkey_conflicts(&self) -> Vec<HotkeyConflict> {
+        let mut by_hotkey: BTreeMap<String, HotkeyConflict> = BTreeMap::new();
+        for persona in self.iter() {
+            if let Some(hotkey) = &persona.hotkey {
+                by_hotkey
+                    .entry(hotkey.to_string())
+                    .or_insert_with(|| HotkeyConflict {
+                        hotkey: hotkey.clone(),
+                        personas: Vec::new(),
+                    })
+                    .personas
+                    .push((persona.name.clone(), persona.origin.clone()));
+            }
+        }
+        by_hotkey
+            .into_values()
+            .filter(|conflict| conflict.personas.len() > 1)
+            .collect()
     }
 
     /// Names in sorted order.

@@ -372,3 +372,77 @@ fn library_discovers_overrides_and_reports() {
         "unknown persona `anna`: no persona presets were found"
     );
 }
+
+#[test]
+fn webcam_personas_round_trip_and_reject_bad_devices() {
+    use livetalk_core::persona::Webcam;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let me = Persona::from_toml_str(
+        "display_name = \"Me\"\nwebcam = \"/dev/video3\"\nhotkey = \"Ctrl+Alt+0\"",
+        d.join("me.toml"),
+    )
+    .unwrap();
+    assert_eq!(me.webcam, Some(Webcam::Device("/dev/video3".into())));
+    assert_eq!(me.webcam.as_ref().unwrap().index(), Some(3));
+    let text = me.to_toml().unwrap();
+    assert!(text.contains("webcam = \"/dev/video3\""), "{text}");
+    assert_eq!(Persona::from_toml_str(&text, d.join("me.toml")).unwrap(), me);
+    for (text, webcam) in [
+        ("default", Webcam::Default),
+        ("2", Webcam::Index(2)),
+        ("/dev/v4l/by-id/usb-cam", Webcam::Device("/dev/v4l/by-id/usb-cam".into())),
+    ] {
+        let persona =
+            Persona::from_toml_str(&format!("webcam = {text:?}"), d.join("me.toml")).unwrap();
+        assert_eq!(persona.webcam, Some(webcam));
+    }
+    assert_field_error(d, "webcam = \"/etc/passwd\"", "webcam", "is not a camera");
+    assert_field_error(d, "webcam = \"/dev/video0/../../etc/shadow\"", "webcam", "is not a camera");
+    assert_field_error(d, "webcam = \"\"", "webcam", "is not a camera");
+    fs::write(d.join("idle.png"), b"picture").unwrap();
+    assert_field_error(
+        d,
+        "webcam = \"0\"\n[pngtuber]\nidle = \"idle.png\"\ntalking = \"idle.png\"",
+        "webcam",
+        "remove `[pngtuber]`",
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_inside_the_folder_cannot_lead_out_of_it() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret.png"), b"picture").unwrap();
+    let dir = folder_with_pictures();
+    std::os::unix::fs::symlink(outside.path().join("secret.png"), dir.path().join("face.png"))
+        .unwrap();
+    assert_field_error(dir.path(), "image = \"face.png\"", "image", "is a link to");
+    // A link that stays inside the folder is fine.
+    std::os::unix::fs::symlink(dir.path().join("anna.png"), dir.path().join("alias.png")).unwrap();
+    let persona = Persona::from_toml_str("image = \"alias.png\"", dir.path().join("x.toml")).unwrap();
+    assert_eq!(persona.image, Some(dir.path().join("alias.png")));
+}
+
+#[test]
+fn duplicate_hotkeys_are_reported_with_both_presets() {
+    let dir = tempfile::tempdir().unwrap();
+    let anna = write(dir.path(), "anna.toml", "hotkey = \"Ctrl+Alt+1\"");
+    let bob = write(dir.path(), "bob.toml", "hotkey = \"ctrl+alt+1\"");
+    write(dir.path(), "cleo.toml", "hotkey = \"Ctrl+Alt+3\"");
+    write(dir.path(), "dan.toml", "");
+    let library = PersonaLibrary::discover(&[dir.path().to_path_buf()]).unwrap();
+    let conflicts = library.hotkey_conflicts();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].hotkey.to_string(), "Ctrl+Alt+1");
+    let names: Vec<&str> = conflicts[0].personas.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["anna", "bob"]);
+    let message = conflicts[0].to_string();
+    assert!(
+        message.contains("hotkey Ctrl+Alt+1 is given to 2 personas")
+            && message.contains(&anna.display().to_string())
+            && message.contains(&bob.display().to_string())
+            && message.contains("not bound"),
+        "{message}"
+    );
+}

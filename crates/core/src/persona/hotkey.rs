@@ -129,3 +129,28 @@ impl fmt::Display for Hotkey {
         f.write_str(&self.key)
     }
 }
+
+/// One hotkey given to several personas: which persona it means is ambiguous, so it is not bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotkeyConflict {
+    pub hotkey: Hotkey,
+    /// Name and preset file of each persona that has it.
+    pub personas: Vec<(String, std::path::PathBuf)>,
+}
+
+impl fmt::Display for HotkeyConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<String> = self
+            .personas
+            .iter()
+            .map(|(name, origin)| format!("{name} ({})", origin.display()))
+            .collect();
+        write!(
+            f,
+            "hotkey {} is given to {} personas: {}; it is not bound until only one has it",
+            self.hotkey,
+            users.len(),
+            users.join(", ")
+        )
+    }
+}
