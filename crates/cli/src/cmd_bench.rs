@@ -44,7 +44,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let device = match args.device.as_str() {
-        "cuda" => Device::new_cuda(0).context("opening CUDA device 0 (build with --features cuda, and check the driver)")?,
+        "cuda" => livetalk_model::open_cuda(0).context("opening CUDA device 0 (build with --features cuda, and check the driver)")?,
         _ => Device::Cpu,
     };
     let dtype = match args.dtype.as_deref() {

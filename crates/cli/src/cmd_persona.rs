@@ -67,7 +67,7 @@ fn encode_prompt(name: &str, umt5: PathBuf, tokenizer: PathBuf, device: &str, ou
         None => persona.folder().join(format!("{}.prompt.safetensors", persona.name)),
     };
     let device = match device {
-        "cuda" => candle_core::Device::new_cuda(0).context("opening CUDA device 0")?,
+        "cuda" => livetalk_model::open_cuda(0).context("opening CUDA device 0")?,
         _ => candle_core::Device::Cpu,
     };
     // bf16 everywhere: the published encoder is bf16, and f32 would need 23 GB of memory.

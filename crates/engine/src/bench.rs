@@ -42,6 +42,21 @@ pub struct LiveTalkBenchReport {
     pub dit_ms: Vec<f64>,
     pub decode_ms: Vec<f64>,
     pub flops_per_block: f64,
+    /// Self-attention at the window-full shape, alone: ms per call and TFLOP/s.
+    pub attention: AttentionFigure,
+    /// Cross-attention over the prompt (ms per call).
+    pub cross_attention_ms: f64,
+    pub num_layers: usize,
+    /// Most GPU memory in use seen after a block (CUDA only; the pool keeps its peak), bytes.
+    pub gpu_memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttentionFigure {
+    pub path: String,
+    pub shape: (usize, usize, usize, usize),
+    pub ms: f64,
+    pub tflops: f64,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -65,7 +80,15 @@ impl std::fmt::Display for LiveTalkBenchReport {
         writeln!(f, "  block (12 frames)    {:.1} ms median", median(&self.block_ms))?;
         writeln!(f, "    DiT 5 passes       {:.1} ms ({:.1} ms per pass)", dit, dit / 5.0)?;
         writeln!(f, "    TAEHV decode       {:.1} ms", median(&self.decode_ms))?;
-        write!(f, "  DiT matmul FLOPs     {:.1} TFLOP per block, {:.0} TFLOP/s achieved", self.flops_per_block / 1e12, self.flops_per_block / (dit / 1e3) / 1e12)
+        writeln!(f, "  DiT matmul FLOPs     {:.1} TFLOP per block, {:.0} TFLOP/s achieved", self.flops_per_block / 1e12, self.flops_per_block / (dit / 1e3) / 1e12)?;
+        let a = &self.attention;
+        let (sq, skv, h, d) = a.shape;
+        writeln!(f, "  attention ({})  q {sq} x kv {skv}, {h} heads x {d}: {:.2} ms, {:.0} TFLOP/s", a.path, a.ms, a.tflops)?;
+        writeln!(f, "    per pass (x{} layers, + cross-attention {:.2} ms): {:.1} ms", self.num_layers, self.cross_attention_ms, self.num_layers as f64 * (a.ms + self.cross_attention_ms))?;
+        match self.gpu_memory_bytes {
+            Some(b) => write!(f, "  GPU memory in use    {:.2} GB (max after a block)", b as f64 / 1e9),
+            None => write!(f, "  GPU memory in use    n/a"),
+        }
     }
 }
 
@@ -107,6 +130,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
     // Warm up until the window is full and evicting, then measure.
     let blocks_to_fill = (gen_cfg.local_attn_size as usize).div_ceil(f) + 1;
     let (mut block_ms, mut dit_ms, mut decode_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gpu_memory = None;
     for b in 0..blocks_to_fill + opts.blocks {
         let t0 = Instant::now();
         let x = generator.generate_block(audio.as_ref())?;
@@ -117,6 +141,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         }
         sync()?;
         let t2 = Instant::now();
+        gpu_memory = gpu_memory.max(gpu_memory_in_use(dev));
         if b >= blocks_to_fill {
             dit_ms.push((t1 - t0).as_secs_f64() * 1e3);
             decode_ms.push((t2 - t1).as_secs_f64() * 1e3);
@@ -126,6 +151,8 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
     let tokens = cfg.frame_seq_length(latent, latent);
     let kv_tokens = gen_cfg.local_attn_size as usize * tokens;
     let flops_per_block = 5.0 * flops_per_forward(&cfg, f, tokens, kv_tokens, opts.text_len);
+    let attention = bench_attention(dev, opts.dtype, f * tokens, kv_tokens, cfg.num_heads, cfg.head_dim())?;
+    let cross_attention_ms = bench_attention(dev, opts.dtype, f * tokens, opts.text_len, cfg.num_heads, cfg.head_dim())?.ms;
     Ok(LiveTalkBenchReport {
         device: format!("{:?}", dev.location()),
         dtype: opts.dtype,
@@ -137,7 +164,43 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         dit_ms,
         decode_ms,
         flops_per_block,
+        attention,
+        cross_attention_ms,
+        num_layers: cfg.num_layers,
+        gpu_memory_bytes: gpu_memory,
     })
+}
+
+/// Times the model's attention (`livetalk_model::dit::attend`: fused on CUDA bf16) alone at one
+/// shape: queries `[1, sq, h*d]`, keys/values `[1, h, skv, d]`.
+pub fn bench_attention(dev: &Device, dtype: DType, sq: usize, skv: usize, h: usize, d: usize) -> candle_core::Result<AttentionFigure> {
+    let q = Tensor::randn(0f32, 1.0, (1, sq, h * d), dev)?.to_dtype(dtype)?;
+    let k = Tensor::randn(0f32, 1.0, (1, h, skv, d), dev)?.to_dtype(dtype)?;
+    let v = Tensor::randn(0f32, 1.0, (1, h, skv, d), dev)?.to_dtype(dtype)?;
+    let fused = dev.is_cuda() && livetalk_model::dit::fused_attention_available(dtype);
+    let path = if fused { "cuDNN fused" } else { "matmul-softmax-matmul" }.to_string();
+    livetalk_model::dit::attend(&q, &k, &v, h)?;
+    dev.synchronize()?;
+    let iters = if dev.is_cuda() { 20 } else { 1 };
+    let t = Instant::now();
+    for _ in 0..iters {
+        livetalk_model::dit::attend(&q, &k, &v, h)?;
+    }
+    dev.synchronize()?;
+    let ms = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
+    let flops = 4.0 * (sq * skv * h * d) as f64;
+    Ok(AttentionFigure { path, shape: (sq, skv, h, d), ms, tflops: flops / (ms / 1e3) / 1e12 })
+}
+
+/// GPU memory in use on the device now (total - free), CUDA only.
+fn gpu_memory_in_use(dev: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = dev {
+        let _ = d.cuda_stream().context().bind_to_thread();
+        return candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok().map(|(free, total)| (total - free) as u64);
+    }
+    let _ = dev;
+    None
 }
 
 /// The full-size TAEW2.1 decoder with random weights shaped as the published file's.

@@ -66,7 +66,7 @@ impl ParityOptions {
                         .into(),
                 ))
             }
-            "cuda" => Device::new_cuda(0).map_err(|e| Error::Msg(format!("--device cuda: cannot open CUDA device 0: {e}")))?,
+            "cuda" => livetalk_model::open_cuda(0).map_err(|e| Error::Msg(format!("--device cuda: cannot open CUDA device 0: {e}")))?,
             other => return Err(Error::Msg(format!("unknown device {other:?} (cpu or cuda)"))),
         };
         let dtype = match dtype {

@@ -235,6 +235,70 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     Tensor::cat(&outs, 1)
 }
 
+/// How the self-attention rotates queries and keys: host-built cos/sin tables (portable), or
+/// the fused RMSNorm+RoPE kernel computing angles on the device (CUDA, bf16).
+enum RopeArg<'a> {
+    Tables(RopeTables),
+    #[cfg(feature = "cuda")]
+    Fused(crate::cuda::fused::RopeGrid<'a>),
+    #[cfg(not(feature = "cuda"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
+}
+
+/// Whether the fused bf16 row kernels (LayerNorm+modulation, RMSNorm+RoPE, gated residual) run
+/// for `x`: CUDA, bf16, and not switched off with `LIVETALK_FUSED=0`.
+fn fused_rows(x: &Tensor) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let off = *OFF.get_or_init(|| std::env::var("LIVETALK_FUSED").is_ok_and(|v| v == "0"));
+        x.device().is_cuda() && x.dtype() == DType::BF16 && !off
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = x;
+        false
+    }
+}
+
+/// Attention of queries `q` `[B, L, H*D]` over keys/values `[B, H, Lk, D]` (the cache layout),
+/// returning `[B, L, H*D]`. On CUDA in bf16/f16 it is one fused cuDNN kernel reading the
+/// projection and cache layouts in place; elsewhere the portable [`attention`].
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, num_heads: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if q.device().is_cuda() && fused_attention_enabled(q.dtype()) {
+        let (b, l, c) = q.dims3()?;
+        let q4 = q.reshape((b, l, num_heads, c / num_heads))?;
+        return crate::cuda::sdpa::attention_bshd(&q4, k, v)?.reshape((b, l, c));
+    }
+    from_heads(&attention(&to_heads(q, num_heads)?, k, v)?)
+}
+
+/// Whether [`attend`] runs the fused kernel for CUDA tensors of `dtype`.
+pub fn fused_attention_available(dtype: DType) -> bool {
+    #[cfg(feature = "cuda")]
+    return fused_attention_enabled(dtype);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = dtype;
+        false
+    }
+}
+
+/// Whether the fused path is usable for `dtype`; says once why not.
+#[cfg(feature = "cuda")]
+fn fused_attention_enabled(dtype: DType) -> bool {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match crate::cuda::sdpa::unavailable_reason(dtype) {
+        None => true,
+        Some(why) => {
+            WARNED.call_once(|| tracing::info!("attention: portable path ({why})"));
+            false
+        }
+    }
+}
+
 /// `[B, L, H*D]` -> `[B, H, L, D]` (contiguous).
 fn to_heads(x: &Tensor, h: usize) -> Result<Tensor> {
     let (b, l, c) = x.dims3()?;
@@ -289,10 +353,18 @@ impl Projections {
         Ok((rms_norm(&self.k.forward(x)?, &self.norm_k, self.eps)?, self.v.forward(x)?))
     }
 
-    /// Heads `[B, H, L, D]` back to `[B, L, dim]`, then the output projection.
-    fn output(&self, heads: &Tensor) -> Result<Tensor> {
-        self.o.forward(&from_heads(heads)?)
+    /// `rope(RMSNorm(lin(x)) * w)`: normalised and rotated queries or keys `[B, L, dim]`.
+    fn rotated(&self, lin: &Linear, w: &Tensor, x: &Tensor, rope: &RopeArg) -> Result<Tensor> {
+        let y = lin.forward(x)?;
+        match rope {
+            RopeArg::Tables(t) => t.apply(&rms_norm(&y, w, self.eps)?, self.num_heads),
+            #[cfg(feature = "cuda")]
+            RopeArg::Fused(g) => crate::cuda::fused::rms_norm_rope(&y, w, self.eps, g),
+            #[cfg(not(feature = "cuda"))]
+            RopeArg::Never(_) => unreachable!(),
+        }
     }
+
 }
 
 struct SelfAttention(Projections);
@@ -305,25 +377,23 @@ impl SelfAttention {
     fn forward(
         &self,
         x: &Tensor,
-        rope: &RopeTables,
+        rope: &RopeArg,
         cache: &mut LayerKv,
         plan: &CachePlan,
         trace_kv: Option<&mut (Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let p = &self.0;
-        let q = p.query(x)?;
-        let (k, v) = p.key_value(x)?;
-        let q = rope.apply(&q, p.num_heads)?;
-        let k = rope.apply(&k, p.num_heads)?;
+        let q = p.rotated(&p.q, &p.norm_q, x, rope)?;
+        let k = p.rotated(&p.k, &p.norm_k, x, rope)?;
+        let v = p.v.forward(x)?;
         if let Some(t) = trace_kv {
             *t = (k.clone(), v.clone());
         }
-        let q = to_heads(&q, p.num_heads)?;
         let k = to_heads(&k, p.num_heads)?;
         let v = to_heads(&v, p.num_heads)?;
         cache.write(plan, &k, &v)?;
         let (kw, vw) = cache.window(plan)?;
-        p.output(&attention(&q, &kw, &vw)?)
+        p.o.forward(&attend(&q, &kw, &vw, p.num_heads)?)
     }
 }
 
@@ -343,8 +413,7 @@ impl CrossAttention {
 
     fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
         let p = &self.0;
-        let q = to_heads(&p.query(x)?, p.num_heads)?;
-        p.output(&attention(&q, &kv.0, &kv.1)?)
+        p.o.forward(&attend(&p.query(x)?, &kv.0, &kv.1, p.num_heads)?)
     }
 }
 
@@ -399,7 +468,7 @@ impl DitBlock {
         &self,
         x: &Tensor,
         t_mod: &Tensor,
-        rope: &RopeTables,
+        rope: &RopeArg,
         context_kv: &(Tensor, Tensor),
         cache: &mut LayerKv,
         plan: &CachePlan,
@@ -410,16 +479,41 @@ impl DitBlock {
         let (shift_msa, scale_msa, gate_msa) = (chunk(&e, 0)?, chunk(&e, 1)?, chunk(&e, 2)?);
         let (shift_mlp, scale_mlp, gate_mlp) = (chunk(&e, 3)?, chunk(&e, 4)?, chunk(&e, 5)?);
 
-        let h = modulate(&layer_norm(x, None, None, self.eps)?, &shift_msa, &scale_msa, frames)?;
-        let y = self.self_attn.forward(&h, rope, cache, plan, trace_kv)?;
-        let x = gated_add(x, &y, &gate_msa, frames)?;
+        let fused = fused_rows(x);
+        let norm_mod = |x: &Tensor, shift: &Tensor, scale: &Tensor| -> Result<Tensor> {
+            #[cfg(feature = "cuda")]
+            if fused {
+                return crate::cuda::fused::layer_norm_modulate(x, None, Some((shift, scale)), self.eps);
+            }
+            modulate(&layer_norm(x, None, None, self.eps)?, shift, scale, frames)
+        };
+        let residual = |x: &Tensor, y: &Tensor, gate: &Tensor| -> Result<Tensor> {
+            #[cfg(feature = "cuda")]
+            if fused {
+                return crate::cuda::fused::gated_residual(x, y, gate);
+            }
+            gated_add(x, y, gate, frames)
+        };
 
-        let h = layer_norm(&x, Some(&self.norm3_w), Some(&self.norm3_b), self.eps)?;
+        let h = norm_mod(x, &shift_msa, &scale_msa)?;
+        let y = self.self_attn.forward(&h, rope, cache, plan, trace_kv)?;
+        let x = residual(x, &y, &gate_msa)?;
+
+        let h = if fused {
+            #[cfg(feature = "cuda")]
+            {
+                crate::cuda::fused::layer_norm_modulate(&x, Some((&self.norm3_w, &self.norm3_b)), None, self.eps)?
+            }
+            #[cfg(not(feature = "cuda"))]
+            unreachable!()
+        } else {
+            layer_norm(&x, Some(&self.norm3_w), Some(&self.norm3_b), self.eps)?
+        };
         let x = (&x + self.cross_attn.forward(&h, context_kv)?)?;
 
-        let h = modulate(&layer_norm(&x, None, None, self.eps)?, &shift_mlp, &scale_mlp, frames)?;
+        let h = norm_mod(&x, &shift_mlp, &scale_mlp)?;
         let y = self.ffn2.forward(&self.ffn0.forward(&h)?.gelu()?)?;
-        gated_add(&x, &y, &gate_mlp, frames)
+        residual(&x, &y, &gate_mlp)
     }
 }
 
@@ -463,6 +557,9 @@ pub struct CausalWanModel {
     head: Linear,
     head_modulation: Tensor, // [1, 1, 2, dim]
     rope: Rope3d,
+    /// `rope.pair_freqs()` on the model's device (float64), for the fused RoPE kernel.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    rope_freqs: Tensor,
     audio_layers: Vec<usize>,
     dtype: DType,
     device: Device,
@@ -514,6 +611,7 @@ impl CausalWanModel {
         if head_dim * cfg.num_heads != d {
             candle_core::bail!("dit: num_heads {} * head_dim {head_dim} != dim {d}", cfg.num_heads);
         }
+        let rope = Rope3d::new(head_dim, cfg.rope_dims_f_h_w, cfg.rope_theta)?;
         Ok(CausalWanModel {
             cfg: cfg.clone(),
             patch_w,
@@ -526,7 +624,8 @@ impl CausalWanModel {
             blocks,
             head: linear(&vb, d, cfg.out_dim * p, "head.head")?,
             head_modulation: vb.get((1, 2, d), "head.modulation")?.unsqueeze(1)?,
-            rope: Rope3d::new(head_dim, cfg.rope_dims_f_h_w, cfg.rope_theta)?,
+            rope_freqs: Tensor::new(rope.pair_freqs(), vb.device())?,
+            rope,
             audio_layers: cfg.audio_layers(),
             dtype: vb.dtype(),
             device: vb.device().clone(),
@@ -679,7 +778,22 @@ impl CausalWanModel {
         }
         let t_mod = t_mod.reshape((b, tf, 6, dim))?;
 
-        let rope = self.rope.tables(start_frame, gf, gh, gw, self.rope_dtype(), dev)?;
+        let rope = if fused_rows(&h) {
+            #[cfg(feature = "cuda")]
+            {
+                RopeArg::Fused(crate::cuda::fused::RopeGrid {
+                    freqs: &self.rope_freqs,
+                    group_pairs: self.rope.group_pairs(),
+                    grid: (gf, gh, gw),
+                    start_frame,
+                    head_dim: self.rope.head_dim(),
+                })
+            }
+            #[cfg(not(feature = "cuda"))]
+            unreachable!()
+        } else {
+            RopeArg::Tables(self.rope.tables(start_frame, gf, gh, gw, self.rope_dtype(), dev)?)
+        };
         if cache.config.frame_seq_length != frame_seqlen {
             candle_core::bail!(
                 "dit: cache built for {} tokens per frame, input has {frame_seqlen}",

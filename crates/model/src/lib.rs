@@ -14,3 +14,18 @@ pub mod layouts;
 pub mod umt5;
 pub mod prompt_cache;
 mod same_conv;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+/// Opens CUDA device `ordinal` for the model. All of candle's work on a device runs on its one
+/// stream, so cudarc's per-tensor event tracking (a record and a wait around every kernel) only
+/// costs host time: it is switched off.
+pub fn open_cuda(ordinal: usize) -> candle_core::Result<candle_core::Device> {
+    let device = candle_core::Device::new_cuda(ordinal)?;
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = &device {
+        // SAFETY: one stream per device (see above); tensors created before this call keep tracking.
+        unsafe { d.disable_event_tracking() };
+    }
+    Ok(device)
+}

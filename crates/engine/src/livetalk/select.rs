@@ -53,7 +53,7 @@ fn open_device(name: Option<&str>) -> Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 return Err(EngineError::InvalidInput("this livetalk binary was built without CUDA".into()));
             }
-            Device::new_cuda(0).map_err(|e| EngineError::InvalidInput(format!("no GPU opens: {e}")))
+            livetalk_model::open_cuda(0).map_err(|e| EngineError::InvalidInput(format!("no GPU opens: {e}")))
         }
         Some(other) => Err(EngineError::InvalidInput(format!("unknown device `{other}` (cuda or cpu)"))),
     }

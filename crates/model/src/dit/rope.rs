@@ -50,6 +50,16 @@ impl Rope3d {
         self.dims
     }
 
+    /// All `head_dim/2` pair frequencies (frame group, then height, then width).
+    pub fn pair_freqs(&self) -> Vec<f64> {
+        self.freqs.iter().flatten().copied().collect()
+    }
+
+    /// Pairs in the frame and height groups (the width group has the rest).
+    pub fn group_pairs(&self) -> [usize; 2] {
+        [self.dims[0] / 2, self.dims[1] / 2]
+    }
+
     /// Angles (float64) for the tokens of a `f x h x w` grid whose first frame has absolute index
     /// `start_frame`; tokens are ordered frame-major then row-major; `[L * head_dim/2]`.
     pub fn angles(&self, start_frame: usize, f: usize, h: usize, w: usize) -> Vec<f64> {

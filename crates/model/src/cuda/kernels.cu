@@ -1,0 +1,105 @@
+// Fused row kernels of the DiT block (bf16 storage, float32 math). Each replaces a chain of
+// 5-12 elementwise candle kernels that each read and wrote the whole activation.
+// One thread block per token row; rows are `B*L` tokens of `cols` channels.
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define THREADS 256
+
+// Sum of `v` over the thread block (THREADS threads).
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    float total = 0.f;
+    for (int w = 0; w < THREADS / 32; ++w) total += shared[w];
+    return total;
+}
+
+// y = LayerNorm(x) [* w + b] [* (1 + scale[frame]) + shift[frame]], float32 two-pass statistics.
+// The result is rounded to bf16 after the normalisation+affine (as the unfused path does) and
+// once more after the modulation.
+extern "C" __global__ void layer_norm_modulate_bf16(
+    const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
+    const __nv_bfloat16* __restrict__ w, const __nv_bfloat16* __restrict__ b,
+    const __nv_bfloat16* __restrict__ shift, const __nv_bfloat16* __restrict__ scale,
+    int cols, int rows_per_frame, long long mod_frame_stride, float eps) {
+    __shared__ float shared[THREADS / 32];
+    const long long row = blockIdx.x;
+    const __nv_bfloat16* xr = x + row * cols;
+    __nv_bfloat16* yr = y + row * cols;
+    float s = 0.f;
+    for (int c = threadIdx.x; c < cols; c += THREADS) s += __bfloat162float(xr[c]);
+    const float mean = block_sum(s, shared) / cols;
+    float q = 0.f;
+    for (int c = threadIdx.x; c < cols; c += THREADS) {
+        float d = __bfloat162float(xr[c]) - mean;
+        q += d * d;
+    }
+    const float rstd = 1.f / sqrtf(block_sum(q, shared) / cols + eps);
+    const long long frame = row / rows_per_frame;
+    for (int c = threadIdx.x; c < cols; c += THREADS) {
+        float v = (__bfloat162float(xr[c]) - mean) * rstd;
+        if (w) v = v * __bfloat162float(w[c]);
+        if (b) v = v + __bfloat162float(b[c]);
+        if (shift) {
+            v = __bfloat162float(__float2bfloat16(v));
+            float sc = __bfloat162float(scale[frame * mod_frame_stride + c]);
+            float sh = __bfloat162float(shift[frame * mod_frame_stride + c]);
+            v = v * (1.f + sc) + sh;
+        }
+        yr[c] = __float2bfloat16(v);
+    }
+}
+
+// y = RMSNorm(x) * w, rounded to bf16, then the 3-axis rotary embedding of the Wan DiT applied to
+// each head's adjacent channel pairs. Token t of a batch row lies at (frame, row, col) of an
+// f x gh x gw grid whose first frame has absolute index start_frame; pair j of a head uses
+// freqs[j] (float64) times the frame / row / col position for j in the frame / height / width
+// group ([0, n0), [n0, n0 + n1), the rest).
+extern "C" __global__ void rms_norm_rope_bf16(
+    const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
+    const __nv_bfloat16* __restrict__ w, const double* __restrict__ freqs,
+    int cols, int head_dim, int tokens, int gh, int gw, int start_frame, int n0, int n1, float eps) {
+    __shared__ float shared[THREADS / 32];
+    const long long row = blockIdx.x;
+    const __nv_bfloat16* xr = x + row * cols;
+    __nv_bfloat16* yr = y + row * cols;
+    float q = 0.f;
+    for (int c = threadIdx.x; c < cols; c += THREADS) {
+        float v = __bfloat162float(xr[c]);
+        q += v * v;
+    }
+    const float r = rsqrtf(block_sum(q, shared) / cols + eps);
+    const int t = (int)(row % tokens);
+    const int fi = t / (gh * gw), hi = (t / gw) % gh, wi = t % gw;
+    const int half = head_dim / 2;
+    for (int p = threadIdx.x; p < cols / 2; p += THREADS) {
+        const int c = 2 * p;
+        const int j = p % half;
+        const double pos = j < n0 ? (double)(start_frame + fi) : (j < n0 + n1 ? (double)hi : (double)wi);
+        double sn, cs;
+        sincos(pos * freqs[j], &sn, &cs);
+        const float cf = (float)cs, sf = (float)sn;
+        const float re = __bfloat162float(__float2bfloat16(__bfloat162float(xr[c]) * r * __bfloat162float(w[c])));
+        const float im = __bfloat162float(__float2bfloat16(__bfloat162float(xr[c + 1]) * r * __bfloat162float(w[c + 1])));
+        yr[c] = __float2bfloat16(re * cf - im * sf);
+        yr[c + 1] = __float2bfloat16(re * sf + im * cf);
+    }
+}
+
+// out = x + y * gate[frame] (float32 math, one rounding).
+extern "C" __global__ void gated_residual_bf16(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y,
+    const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ out,
+    int cols, int rows_per_frame, long long gate_frame_stride) {
+    const long long row = blockIdx.x;
+    const long long frame = row / rows_per_frame;
+    for (int c = threadIdx.x; c < cols; c += THREADS) {
+        const long long i = row * cols + c;
+        const float g = __bfloat162float(gate[frame * gate_frame_stride + c]);
+        out[i] = __float2bfloat16(__bfloat162float(x[i]) + __bfloat162float(y[i]) * g);
+    }
+}
