@@ -177,10 +177,13 @@ pub fn bench_attention(dev: &Device, dtype: DType, sq: usize, skv: usize, h: usi
     let q = Tensor::randn(0f32, 1.0, (1, sq, h * d), dev)?.to_dtype(dtype)?;
     let k = Tensor::randn(0f32, 1.0, (1, h, skv, d), dev)?.to_dtype(dtype)?;
     let v = Tensor::randn(0f32, 1.0, (1, h, skv, d), dev)?.to_dtype(dtype)?;
-    let fused = dev.is_cuda() && livetalk_model::dit::fused_attention_available(dtype);
-    let path = if fused { "cuDNN fused" } else { "matmul-softmax-matmul" }.to_string();
     livetalk_model::dit::attend(&q, &k, &v, h)?;
     dev.synchronize()?;
+    let path = match (dev.is_cuda(), livetalk_model::dit::fused_attention_status(dtype)) {
+        (true, Ok(())) => "cuDNN fused".to_string(),
+        (true, Err(why)) => format!("matmul-softmax-matmul: {why}"),
+        (false, _) => "matmul-softmax-matmul".to_string(),
+    };
     let iters = if dev.is_cuda() { 20 } else { 1 };
     let t = Instant::now();
     for _ in 0..iters {

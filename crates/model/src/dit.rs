@@ -270,19 +270,28 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, num_heads: usize) -> Result<Te
     if q.device().is_cuda() && fused_attention_enabled(q.dtype()) {
         let (b, l, c) = q.dims3()?;
         let q4 = q.reshape((b, l, num_heads, c / num_heads))?;
-        return crate::cuda::sdpa::attention_bshd(&q4, k, v)?.reshape((b, l, c));
+        match crate::cuda::sdpa::attention_bshd(&q4, k, v) {
+            Ok(out) => return out.reshape((b, l, c)),
+            Err(e) => {
+                tracing::warn!("attention: fused cuDNN path failed, using the portable path from now on: {e}");
+                crate::cuda::sdpa::disable(format!("fused path failed: {e}"));
+            }
+        }
     }
     from_heads(&attention(&to_heads(q, num_heads)?, k, v)?)
 }
 
-/// Whether [`attend`] runs the fused kernel for CUDA tensors of `dtype`.
-pub fn fused_attention_available(dtype: DType) -> bool {
+/// `Ok` when [`attend`] runs the fused kernel for CUDA tensors of `dtype`, else why not.
+pub fn fused_attention_status(dtype: DType) -> std::result::Result<(), String> {
     #[cfg(feature = "cuda")]
-    return fused_attention_enabled(dtype);
+    return match crate::cuda::sdpa::unavailable_reason(dtype) {
+        None => Ok(()),
+        Some(why) => Err(why),
+    };
     #[cfg(not(feature = "cuda"))]
     {
         let _ = dtype;
-        false
+        Err("built without the cuda feature".into())
     }
 }
 

@@ -61,8 +61,19 @@ fn cudnn_dtype(dt: DType) -> Option<i32> {
     }
 }
 
+static DISABLED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Turns the fused path off for the rest of the process after it failed (e.g. this cuDNN has no
+/// engine for the graph): attention falls back to the portable path.
+pub fn disable(reason: String) {
+    let _ = DISABLED.set(reason);
+}
+
 /// Why the fused path cannot be used here, or `None` when it can.
 pub fn unavailable_reason(dtype: DType) -> Option<String> {
+    if let Some(why) = DISABLED.get() {
+        return Some(why.clone());
+    }
     if std::env::var("LIVETALK_ATTENTION").is_ok_and(|v| v == "naive") {
         return Some("LIVETALK_ATTENTION=naive".into());
     }
