@@ -7,7 +7,7 @@ use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymErr;
 use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
@@ -16,10 +16,20 @@ use crate::{AudioError, Waveform};
 /// Reads a whole audio file as mono f32 at its own sample rate.
 pub fn read_mono(path: &Path) -> Result<Waveform, AudioError> {
     let file = File::open(path).map_err(|e| AudioError::File { path: path.into(), reason: e.to_string() })?;
+    let ext = path.extension().and_then(|e| e.to_str());
+    decode_mono(Box::new(file), path, ext)
+}
+
+/// Decodes audio held in memory (an HTTP answer); `label` names it in errors.
+pub fn decode_mono_bytes(bytes: Vec<u8>, label: &Path, ext: Option<&str>) -> Result<Waveform, AudioError> {
+    decode_mono(Box::new(std::io::Cursor::new(bytes)), label, ext)
+}
+
+fn decode_mono(source: Box<dyn MediaSource>, path: &Path, ext: Option<&str>) -> Result<Waveform, AudioError> {
     let not_audio = |reason: String| AudioError::NotAudio { path: path.into(), reason };
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+    if let Some(ext) = ext {
         hint.with_extension(ext);
     }
     let probed = symphonia::default::get_probe()

@@ -1,9 +1,17 @@
 //! Audio in and out. Everything that drives the avatar is brought to the engine's timeline:
-//! 16 kHz mono f32 ([`ENGINE_RATE`]).
+//! 16 kHz mono f32 ([`ENGINE_RATE`]): files ([`file`]), text ([`tts`], [`http_tts`]), raw PCM
+//! ([`pcm`]), the microphone ([`mic`], feature `mic`), with [`vad`] for voice activity. Out goes
+//! the virtual microphone ([`virtual_mic`]), which plays the driving audio delayed like the video.
 
 pub mod file;
+pub mod http_tts;
+#[cfg(feature = "mic")]
+pub mod mic;
+pub mod pcm;
 pub mod resample;
 pub mod tts;
+pub mod vad;
+pub mod virtual_mic;
 
 use std::path::PathBuf;
 
@@ -42,4 +50,23 @@ pub enum AudioError {
     Resample { from: u32, to: u32, reason: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("bad raw PCM format `{spec}`: {reason}")]
+    PcmFormat { spec: String, reason: String },
+    #[error("{stream} is not {format} raw PCM: {reason}")]
+    Pcm { stream: String, format: String, reason: String },
+    /// A device name that matches no device (or several): the message lists the available ones.
+    #[error("no {kind} named `{name}`{}; available: {}", if *.ambiguous { " (the name fits several)" } else { "" }, list_or_none(.available))]
+    UnknownDevice { kind: &'static str, name: String, available: Vec<String>, ambiguous: bool },
+    #[error("{0}")]
+    Device(String),
+    #[error("virtual microphone: {0}")]
+    VirtualMic(String),
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    }
 }

@@ -33,9 +33,77 @@ pub fn to_rate(wave: &Waveform, rate: u32) -> Result<Waveform, AudioError> {
     Ok(Waveform { sample_rate: rate, samples })
 }
 
+/// Resamples a live mono stream piece by piece (microphone, stdin) with a 10 ms block, so it
+/// adds little latency; the resampler's own delay is dropped from the start of the output.
+pub struct StreamResampler {
+    from: u32,
+    to: u32,
+    inner: Option<FftFixedIn<f32>>,
+    pending: Vec<f32>,
+    skip: usize,
+}
+
+impl StreamResampler {
+    pub fn new(from: u32, to: u32) -> Result<Self, AudioError> {
+        let inner = if from == to {
+            None
+        } else {
+            let block = (from as usize / 100).max(16);
+            let rs = FftFixedIn::<f32>::new(from as usize, to as usize, block, 1, 1)
+                .map_err(|e| AudioError::Resample { from, to, reason: e.to_string() })?;
+            Some(rs)
+        };
+        let skip = inner.as_ref().map_or(0, |rs| rs.output_delay());
+        Ok(StreamResampler { from, to, inner, pending: Vec::new(), skip })
+    }
+
+    pub fn input_rate(&self) -> u32 {
+        self.from
+    }
+
+    /// Takes samples at the input rate; returns what is ready at the output rate.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, AudioError> {
+        let Some(rs) = self.inner.as_mut() else { return Ok(samples.to_vec()) };
+        self.pending.extend_from_slice(samples);
+        let mut out = Vec::new();
+        loop {
+            let need = rs.input_frames_next();
+            if self.pending.len() < need {
+                break;
+            }
+            let block: Vec<f32> = self.pending.drain(..need).collect();
+            let res = rs
+                .process(&[block], None)
+                .map_err(|e| AudioError::Resample { from: self.from, to: self.to, reason: e.to_string() })?;
+            let produced = &res[0];
+            let dropped = self.skip.min(produced.len());
+            self.skip -= dropped;
+            out.extend_from_slice(&produced[dropped..]);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_resampler_matches_the_whole_clip_resampler() {
+        let tone: Vec<f32> = (0..48_000).map(|i| (i as f32 * 0.02).sin() * 0.5).collect();
+        let mut rs = StreamResampler::new(48_000, 16_000).unwrap();
+        let mut out = Vec::new();
+        for piece in tone.chunks(333) {
+            out.extend(rs.push(piece).unwrap());
+        }
+        let whole = to_rate(&Waveform { sample_rate: 48_000, samples: tone }, 16_000).unwrap();
+        // Everything but the last block is out, aligned with the whole-clip result (same delay).
+        assert!(out.len() > 15_600 && out.len() <= 16_000, "{}", out.len());
+        let err = (200..out.len() - 200).map(|i| (out[i] - whole.samples[i]).abs()).fold(0.0f32, f32::max);
+        assert!(err < 0.02, "max error {err}");
+        let mut same = StreamResampler::new(16_000, 16_000).unwrap();
+        assert_eq!(same.push(&[0.5, 0.25]).unwrap(), vec![0.5, 0.25]);
+    }
 
     #[test]
     fn keeps_length_and_tone() {

@@ -1,6 +1,7 @@
 //! Text to speech. The local default is espeak-ng, found at run time (no build dependency):
 //! `espeak-ng -v VOICE -w out.wav TEXT`. When it is missing, callers fall back to the sample
-//! shipped in `assets/` and tell the user how to install it ([`INSTALL_HINT`]).
+//! shipped in `assets/` and tell the user how to install it ([`INSTALL_HINT`]). An external
+//! service can speak instead through [`crate::http_tts::HttpTts`]; both are [`Speaker`]s.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +9,23 @@ use std::process::Command;
 use crate::{file, AudioError, Waveform};
 
 pub const INSTALL_HINT: &str = "install espeak-ng for text-to-speech: sudo apt-get install espeak-ng";
+
+/// Something that turns text into speech in a named voice (the persona's `voice`).
+pub trait Speaker: Send + Sync {
+    fn speak(&self, text: &str, voice: &str) -> Result<Waveform, AudioError>;
+    /// What speaks, for messages ("espeak-ng", "TTS service at URL").
+    fn describe(&self) -> String;
+}
+
+impl Speaker for Espeak {
+    fn speak(&self, text: &str, voice: &str) -> Result<Waveform, AudioError> {
+        Espeak::speak(self, text, voice)
+    }
+
+    fn describe(&self) -> String {
+        self.program.display().to_string()
+    }
+}
 
 /// The espeak-ng program, if it is on PATH (or named by LIVETALK_ESPEAK).
 #[derive(Debug, Clone)]

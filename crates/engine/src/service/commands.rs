@@ -42,7 +42,8 @@ pub trait SpeechSynth: Send + Sync {
     fn synthesize(&self, text: &str, voice: &str) -> Result<Vec<f32>>;
 }
 
-impl SpeechSynth for livetalk_audio::tts::Espeak {
+/// Every speaker of the audio crate (espeak-ng, the HTTP TTS adaptor) speaks for `say`.
+impl<T: livetalk_audio::tts::Speaker> SpeechSynth for T {
     fn synthesize(&self, text: &str, voice: &str) -> Result<Vec<f32>> {
         let wave = self
             .speak(text, voice)

@@ -1,0 +1,161 @@
+//! The virtual microphone through PulseAudio (or pipewire-pulse): `pactl` loads a null sink and a
+//! remap source on its monitor (the source apps see), and `pacat` plays the delayed audio into
+//! the sink. Everything loaded is unloaded on drop; leftovers of a crashed run (same names) are
+//! unloaded at start.
+
+use std::io::Write;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{MicSchedule, Output, DESCRIPTION, NODE_NAME};
+use crate::AudioError;
+
+const SINK: &str = "livetalk-mic-sink";
+/// pacat's buffer: what is written now is heard about this much later.
+const PACAT_LATENCY: Duration = Duration::from_millis(30);
+const BLOCK: Duration = Duration::from_millis(10);
+
+pub(super) struct PulseMic {
+    modules: Vec<u32>,
+    pacat: Child,
+    stop: Arc<AtomicBool>,
+    writer: Option<JoinHandle<()>>,
+}
+
+fn pactl(args: &[&str]) -> Result<String, AudioError> {
+    let out = Command::new("pactl")
+        .args(args)
+        .output()
+        .map_err(|e| AudioError::VirtualMic(format!("cannot run pactl ({e}): install pulseaudio-utils")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(AudioError::VirtualMic(format!(
+            "pactl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Unloads modules a previous run left (ours by their names).
+fn unload_leftovers() -> Result<(), AudioError> {
+    let list = pactl(&["list", "short", "modules"])?;
+    for line in list.lines() {
+        let ours = line.contains(&format!("sink_name={SINK}")) || line.contains(&format!("source_name={NODE_NAME}"));
+        if let (true, Some(index)) = (ours, line.split_whitespace().next()) {
+            tracing::info!("unloading a leftover module of an earlier run: {line}");
+            let _ = pactl(&["unload-module", index]);
+        }
+    }
+    Ok(())
+}
+
+impl PulseMic {
+    pub fn start(schedule: Arc<Mutex<MicSchedule>>) -> Result<Self, AudioError> {
+        pactl(&["info"]).map_err(|e| AudioError::VirtualMic(format!("PulseAudio does not answer: {e}")))?;
+        unload_leftovers()?;
+        let load = |args: &[&str]| -> Result<u32, AudioError> {
+            let index = pactl(args)?;
+            index.parse().map_err(|_| AudioError::VirtualMic(format!("pactl load-module answered `{index}`")))
+        };
+        let mut modules = Vec::new();
+        let result = (|| {
+            modules.push(load(&[
+                "load-module",
+                "module-null-sink",
+                &format!("sink_name={SINK}"),
+                "rate=16000",
+                "channels=1",
+                &format!("sink_properties=device.description={SINK}"),
+            ])?);
+            modules.push(load(&[
+                "load-module",
+                "module-remap-source",
+                &format!("master={SINK}.monitor"),
+                &format!("source_name={NODE_NAME}"),
+                &format!("source_properties=device.description=\"{DESCRIPTION}\""),
+            ])?);
+            Command::new("pacat")
+                .args(["--playback", &format!("--device={SINK}"), "--format=float32le", "--rate=16000", "--channels=1"])
+                .arg(format!("--latency-msec={}", PACAT_LATENCY.as_millis()))
+                .args(["--client-name=livetalk", "--stream-name=livetalk mic"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| AudioError::VirtualMic(format!("cannot run pacat ({e}): install pulseaudio-utils")))
+        })();
+        let mut pacat = match result {
+            Ok(child) => child,
+            Err(e) => {
+                unload(&modules);
+                return Err(e);
+            }
+        };
+        let stdin = pacat.stdin.take().expect("pacat's stdin is piped");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let writer = std::thread::Builder::new()
+            .name("livetalk-mic-pulse".into())
+            .spawn(move || write_loop(schedule, stdin, &flag))
+            .map_err(|e| AudioError::VirtualMic(format!("cannot start its thread: {e}")))?;
+        Ok(PulseMic { modules, pacat, stop, writer: Some(writer) })
+    }
+}
+
+/// Writes one block every 10 ms of wall time, each filled for the instant pacat will play it.
+fn write_loop(schedule: Arc<Mutex<MicSchedule>>, mut stdin: ChildStdin, stop: &AtomicBool) {
+    let samples_per_block = 160;
+    let mut block = vec![0.0f32; samples_per_block];
+    let mut bytes = Vec::with_capacity(samples_per_block * 4);
+    let mut due = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        schedule.lock().fill(due + PACAT_LATENCY, &mut block);
+        bytes.clear();
+        bytes.extend(block.iter().flat_map(|s| s.to_le_bytes()));
+        if stdin.write_all(&bytes).is_err() {
+            tracing::warn!("pacat stopped: the PulseAudio virtual microphone is silent");
+            return;
+        }
+        due += BLOCK;
+        let now = Instant::now();
+        match due.checked_duration_since(now) {
+            Some(wait) => std::thread::sleep(wait),
+            None if now - due > Duration::from_millis(200) => due = now,
+            None => {}
+        }
+    }
+}
+
+fn unload(modules: &[u32]) {
+    for index in modules.iter().rev() {
+        if let Err(e) = pactl(&["unload-module", &index.to_string()]) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+impl Output for PulseMic {
+    fn name(&self) -> String {
+        format!("PulseAudio source {NODE_NAME} (\"{DESCRIPTION}\")")
+    }
+}
+
+impl Drop for PulseMic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // pacat first: a writer blocked on a full pipe then fails and ends.
+        let _ = self.pacat.kill();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let _ = self.pacat.wait();
+        unload(&self.modules);
+    }
+}
