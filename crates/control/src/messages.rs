@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "server")]
 use livetalk_engine::service::{EngineEvent, EngineStatus};
 
 /// Largest JSON request body (bytes).
@@ -78,6 +79,7 @@ pub struct AudioResponse {
 
 /// What `GET /v1/events` sends: first a `hello` with the status at subscription time, then every
 /// engine event (`{"event": "speaking_started", ...}`, see [`EngineEvent`]).
+#[cfg(feature = "server")]
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum EventMessage {
@@ -85,6 +87,7 @@ pub enum EventMessage {
     Engine(EngineEvent),
 }
 
+#[cfg(feature = "server")]
 #[derive(Debug, Clone, Serialize)]
 pub struct Hello {
     /// Always "hello".

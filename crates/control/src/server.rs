@@ -16,6 +16,7 @@ use livetalk_core::PersonaLibrary;
 use livetalk_engine::service::EngineControl;
 
 use crate::api::{router, ApiError, ApiState};
+use crate::default_socket_path;
 
 /// Where to listen.
 #[derive(Debug, Clone, Default)]
@@ -39,18 +40,6 @@ pub enum ControlError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlError {
     let what = what.into();
     move |source| ControlError::Io { what, source }
-}
-
-/// The folder the socket lives in when nothing else is said: `$XDG_RUNTIME_DIR/livetalk`, or
-/// `/tmp/livetalk-UID` without a runtime folder.
-pub fn default_socket_path() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("livetalk/control.sock"),
-        None => {
-            let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
-            PathBuf::from(format!("/tmp/livetalk-{uid}/control.sock"))
-        }
-    }
 }
 
 /// Reads a token file: the first line, trimmed; at least 16 characters.
