@@ -62,6 +62,11 @@ impl ShareClient {
         &mut self.reader
     }
 
+    /// Process id of the engine serving this connection.
+    pub fn writer_pid(&self) -> u32 {
+        self.reader.writer_pid()
+    }
+
     /// Tells the engine whether this consumer shows the avatar now (it idles when nobody does).
     pub fn set_watching(&mut self, watching: bool) -> Result<(), ShareError> {
         if self.watching == Some(watching) {
