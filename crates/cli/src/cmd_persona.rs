@@ -1,4 +1,4 @@
-//! `livetalk persona list|show|encode-prompt`.
+//! `livetalk persona list|show|new|encode-prompt`.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,9 @@ pub enum PersonaCommand {
         #[arg(long = "presets", value_name = "DIR")]
         preset_dirs: Vec<std::path::PathBuf>,
     },
+    /// Make a persona from a photo (or a webcam picture): a face-centred 512x512 reference
+    /// picture and a CPU-avatar look, in your persona folder.
+    New(crate::persona_new::NewArgs),
     /// Print one persona preset as TOML.
     Show {
         /// The persona's name.
@@ -93,12 +96,16 @@ pub fn persona(cmd: PersonaCommand) -> Result<()> {
                 let hotkey = p.hotkey.as_ref().map(|h| h.to_string()).unwrap_or_default();
                 println!("{:<12} {:<20} {:<14} {}", p.name, p.display_name, hotkey, p.origin.display());
             }
+            for conflict in lib.hotkey_conflicts() {
+                println!("warning: {conflict}");
+            }
             println!("\nsearched: built-in presets, then {}", {
                 let dirs: Vec<String> = presets::search_dirs(&preset_dirs).iter().map(|d| d.display().to_string()).collect();
                 dirs.join(", ")
             });
             Ok(())
         }
+        PersonaCommand::New(args) => crate::persona_new::new_persona(args),
         PersonaCommand::EncodePrompt { name, umt5, tokenizer, device, out, preset_dirs } => {
             encode_prompt(&name, umt5, tokenizer, &device, out, &preset_dirs)
         }

@@ -135,6 +135,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(why) = why {
         eprintln!("livetalk: {why}");
     }
+    // Webcam ("me") personas are shown by the same service, so switching to the user and back
+    // is an ordinary cross-faded persona switch.
+    let engine = Box::new(livetalk_webcam::PersonaRouter::new(engine, livetalk_webcam::WebcamEngine::new()));
     let handle = EngineService::start(engine, persona.clone(), bus.clone(), options)
         .context("starting the engine")?;
     let control = handle.control();

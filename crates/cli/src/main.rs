@@ -10,6 +10,8 @@ mod cmd_demo;
 mod cmd_dev;
 mod cmd_persona;
 mod cmd_run;
+mod persona_new;
+mod portrait;
 mod drive;
 mod presets;
 

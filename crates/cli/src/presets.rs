@@ -22,14 +22,18 @@ pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
             dirs.push(repo.join("presets"));
         }
     }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-    if let Some(config) = config {
-        dirs.push(config.join("livetalk/personas"));
-    }
+    dirs.extend(user_dir());
     dirs.extend(extra.iter().cloned());
     dirs
+}
+
+/// The user's own presets: `$XDG_CONFIG_HOME/livetalk/personas` (default `~/.config/…`).
+pub fn user_dir() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(config.join("livetalk/personas"))
 }
 
 pub fn library(extra: &[PathBuf]) -> Result<PersonaLibrary> {
@@ -51,6 +55,9 @@ pub fn library(extra: &[PathBuf]) -> Result<PersonaLibrary> {
     }
     for err in lib.errors() {
         tracing::warn!("skipped a preset: {err}");
+    }
+    for conflict in lib.hotkey_conflicts() {
+        tracing::warn!("{conflict}");
     }
     Ok(lib)
 }
