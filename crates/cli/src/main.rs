@@ -12,7 +12,9 @@ mod cmd_persona;
 mod cmd_run;
 mod persona_new;
 mod portrait;
+mod download;
 mod drive;
+mod licence;
 mod presets;
 
 use std::path::PathBuf;
@@ -50,7 +52,7 @@ enum Command {
     Say(cmd_ctl::SayArgs),
     /// Check this machine: GPU, weights, camera, PipeWire, OBS plugin, espeak-ng.
     Doctor(cmd_doctor::DoctorArgs),
-    /// The model registry: list models, verify downloaded weights.
+    /// The model registry: list models, download them (licence first), verify downloaded weights.
     #[command(subcommand)]
     Models(cmd_models::ModelsCommand),
 }

@@ -1035,3 +1035,21 @@ fn one_tensor_pth_error(file_name: &str, storage: Storage, entry: Entry) -> Stri
     pth_writer::write(file.path(), "archive", &pickle, &storages);
     error_text(Checkpoint::open(file.path()))
 }
+
+#[test]
+fn registry_paths_must_stay_inside_the_weights_folder() {
+    let registry = TempFile::new("escape.toml");
+    let head = "id = \"x\"\ndescription = \"test\"\nsource = \"huggingface\"\nrepo = \"test/x\"\nrevision = \"main\"\n";
+    let licence = "[licence]\nname = \"MIT\"\nurl = \"https://example.invalid\"\n";
+    for (extra, file, complaint) in [
+        ("", "../outside.bin", "file path `../outside.bin`"),
+        ("", "/etc/passwd", "file path `/etc/passwd`"),
+        ("folder = \"../up\"\n", "a.bin", "folder `../up`"),
+    ] {
+        std::fs::write(registry.path(), format!("{head}{extra}{licence}[[files]]\npath = \"{file}\"\n")).unwrap();
+        let message = ModelEntry::load(registry.path()).unwrap_err().to_string();
+        assert!(message.contains(complaint) && message.contains("without `..`"), "{message}");
+    }
+    std::fs::write(registry.path(), format!("{head}folder = \"sub/dir\"\n{licence}[[files]]\npath = \"a/b.bin\"\n")).unwrap();
+    assert_eq!(ModelEntry::load(registry.path()).unwrap().folder.as_deref(), Some("sub/dir"));
+}

@@ -63,6 +63,10 @@ pub struct ModelEntry {
     /// "owner/name" on the source.
     pub repo: String,
     pub revision: String,
+    /// Sub-folder of the weights folder the files go in (`wav2vec2-base-960h`, whose
+    /// `model.safetensors` would clash with LiveTalk's); none: the weights folder itself.
+    #[serde(default)]
+    pub folder: Option<String>,
     pub licence: Licence,
     pub files: Vec<ModelFile>,
     /// The registry directory this entry was read from (manifests are relative to it).
@@ -84,7 +88,19 @@ impl ModelEntry {
         let mut entry: ModelEntry =
             toml::from_str(&text).map_err(|e| registry_error(path, e.message().to_string()))?;
         entry.registry_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(folder) = entry.folder.as_deref().filter(|f| !is_plain_relative(f)) {
+            return Err(registry_error(
+                path,
+                format!("folder `{folder}` must be a relative path without `..`"),
+            ));
+        }
         for file in &entry.files {
+            if !is_plain_relative(&file.path) {
+                return Err(registry_error(
+                    path,
+                    format!("file path `{}` must be a relative path without `..`", file.path),
+                ));
+            }
             if let Some(sha) = &file.sha256 {
                 if sha.len() != 64
                     || !sha
@@ -141,6 +157,15 @@ impl ModelEntry {
             ),
         }
     }
+}
+
+/// A path that stays below the folder it is joined to: relative, no `..`, not empty.
+fn is_plain_relative(path: &str) -> bool {
+    let path = Path::new(path);
+    path.components().next().is_some()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// What [`verify`] found for one file.
