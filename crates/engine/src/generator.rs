@@ -309,7 +309,8 @@ impl StreamGenerator {
 
     fn dit_flow(&mut self, x: &Tensor, y: &Tensor, t: f32, audio: Option<&Tensor>) -> Result<Tensor> {
         let (b, f, _, _, _) = x.dims5()?;
-        let ts = Tensor::full(t, (b, f), self.dit.device())?;
+        // on the host: the DiT builds the sinusoidal embedding there (no device round trip)
+        let ts = Tensor::full(t, (b, f), &Device::Cpu)?;
         let xin = x.permute([0, 2, 1, 3, 4])?;
         let flow = self.dit.forward(&xin, y, &ts, audio, &self.prompt, &mut self.kv, self.start_frame, None)?;
         flow.permute([0, 2, 1, 3, 4])

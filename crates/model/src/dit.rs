@@ -320,6 +320,18 @@ fn from_heads(x: &Tensor) -> Result<Tensor> {
     x.transpose(1, 2)?.contiguous()?.reshape((b, l, h * d))
 }
 
+/// `x W^T` of a linear layer without its bias (a fused kernel adds it), batched like
+/// `Linear::forward`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn matmul_no_bias(lin: &Linear, x: &Tensor) -> Result<Tensor> {
+    let w = match *x.dims() {
+        [b1, b2, _, _] => lin.weight().broadcast_left((b1, b2))?.t()?,
+        [b, _, _] => lin.weight().broadcast_left(b)?.t()?,
+        _ => lin.weight().t()?,
+    };
+    x.matmul(&w)
+}
+
 fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> Result<Linear> {
     candle_nn::linear(in_dim, out_dim, vb.pp(name))
 }
@@ -362,13 +374,21 @@ impl Projections {
         Ok((rms_norm(&self.k.forward(x)?, &self.norm_k, self.eps)?, self.v.forward(x)?))
     }
 
+    /// The output projection, with or without its bias.
+    fn project_out(&self, heads: &Tensor, with_bias: bool) -> Result<Tensor> {
+        if with_bias {
+            self.o.forward(heads)
+        } else {
+            matmul_no_bias(&self.o, heads)
+        }
+    }
+
     /// `rope(RMSNorm(lin(x)) * w)`: normalised and rotated queries or keys `[B, L, dim]`.
     fn rotated(&self, lin: &Linear, w: &Tensor, x: &Tensor, rope: &RopeArg) -> Result<Tensor> {
-        let y = lin.forward(x)?;
         match rope {
-            RopeArg::Tables(t) => t.apply(&rms_norm(&y, w, self.eps)?, self.num_heads),
+            RopeArg::Tables(t) => t.apply(&rms_norm(&lin.forward(x)?, w, self.eps)?, self.num_heads),
             #[cfg(feature = "cuda")]
-            RopeArg::Fused(g) => crate::cuda::fused::rms_norm_rope(&y, w, self.eps, g),
+            RopeArg::Fused(g) => crate::cuda::fused::rms_norm_rope(&matmul_no_bias(lin, x)?, lin.bias(), w, self.eps, g),
             #[cfg(not(feature = "cuda"))]
             RopeArg::Never(_) => unreachable!(),
         }
@@ -402,7 +422,7 @@ impl SelfAttention {
         let v = to_heads(&v, p.num_heads)?;
         cache.write(plan, &k, &v)?;
         let (kw, vw) = cache.window(plan)?;
-        p.o.forward(&attend(&q, &kw, &vw, p.num_heads)?)
+        p.project_out(&attend(&q, &kw, &vw, p.num_heads)?, matches!(rope, RopeArg::Tables(_)))
     }
 }
 
@@ -420,9 +440,11 @@ impl CrossAttention {
         Ok((to_heads(&k, p.num_heads)?, to_heads(&v, p.num_heads)?))
     }
 
-    fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
+    /// The attention output; without the output bias when `with_bias` is false (the fused
+    /// residual adds it).
+    fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor), with_bias: bool) -> Result<Tensor> {
         let p = &self.0;
-        p.o.forward(&attend(&p.query(x)?, &kv.0, &kv.1, p.num_heads)?)
+        p.project_out(&attend(&p.query(x)?, &kv.0, &kv.1, p.num_heads)?, with_bias)
     }
 }
 
@@ -496,17 +518,19 @@ impl DitBlock {
             }
             modulate(&layer_norm(x, None, None, self.eps)?, shift, scale, frames)
         };
-        let residual = |x: &Tensor, y: &Tensor, gate: &Tensor| -> Result<Tensor> {
+        // fused: `y` comes without its projection bias, added here
+        let residual = |x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: &Tensor| -> Result<Tensor> {
             #[cfg(feature = "cuda")]
             if fused {
-                return crate::cuda::fused::gated_residual(x, y, gate);
+                return crate::cuda::fused::gated_residual(x, y, bias, Some(gate));
             }
+            let _ = bias;
             gated_add(x, y, gate, frames)
         };
 
         let h = norm_mod(x, &shift_msa, &scale_msa)?;
         let y = self.self_attn.forward(&h, rope, cache, plan, trace_kv)?;
-        let x = residual(x, &y, &gate_msa)?;
+        let x = residual(x, &y, self.self_attn.0.o.bias(), &gate_msa)?;
 
         let h = if fused {
             #[cfg(feature = "cuda")]
@@ -518,11 +542,31 @@ impl DitBlock {
         } else {
             layer_norm(&x, Some(&self.norm3_w), Some(&self.norm3_b), self.eps)?
         };
-        let x = (&x + self.cross_attn.forward(&h, context_kv)?)?;
+        let y = self.cross_attn.forward(&h, context_kv, !fused)?;
+        let x = if fused {
+            #[cfg(feature = "cuda")]
+            {
+                crate::cuda::fused::gated_residual(&x, &y, self.cross_attn.0.o.bias(), None)?
+            }
+            #[cfg(not(feature = "cuda"))]
+            unreachable!()
+        } else {
+            (&x + y)?
+        };
 
         let h = norm_mod(&x, &shift_mlp, &scale_mlp)?;
-        let y = self.ffn2.forward(&self.ffn0.forward(&h)?.gelu()?)?;
-        residual(&x, &y, &gate_mlp)
+        let y = if fused {
+            #[cfg(feature = "cuda")]
+            {
+                let hidden = crate::cuda::fused::bias_gelu(&matmul_no_bias(&self.ffn0, &h)?, self.ffn0.bias())?;
+                matmul_no_bias(&self.ffn2, &hidden)?
+            }
+            #[cfg(not(feature = "cuda"))]
+            unreachable!()
+        } else {
+            self.ffn2.forward(&self.ffn0.forward(&h)?.gelu()?)?
+        };
+        residual(&x, &y, self.ffn2.bias(), &gate_mlp)
     }
 }
 

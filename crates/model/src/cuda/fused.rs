@@ -123,8 +123,12 @@ pub struct RopeGrid<'a> {
     pub head_dim: usize,
 }
 
-/// `rope(RMSNorm(x) * w)` for `x` `[B, L, C]`.
-pub fn rms_norm_rope(x: &Tensor, w: &Tensor, eps: f64, rope: &RopeGrid) -> Result<Tensor> {
+fn opt_ptr(t: Option<&Tensor>, stream: &CudaStream) -> Result<u64> {
+    t.map_or(Ok(0), |t| ptr(t, stream))
+}
+
+/// `rope(RMSNorm(x + bias) * w)` for `x` `[B, L, C]` (the projection's bias added here).
+pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, rope: &RopeGrid) -> Result<Tensor> {
     let dev = cuda_device(x)?;
     let stream = dev.cuda_stream();
     let (x, rows, cols) = contiguous_rows(x)?;
@@ -136,11 +140,12 @@ pub fn rms_norm_rope(x: &Tensor, w: &Tensor, eps: f64, rope: &RopeGrid) -> Resul
     let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
     let (x_ptr, out_ptr, w_ptr) = (ptr(&x, &stream)?, out.device_ptr(&stream).0, ptr(w, &stream)?);
     let f_ptr = f64_ptr(rope.freqs, &stream)?;
+    let b_ptr = opt_ptr(bias, &stream)?;
     let func = dev.get_or_load_custom_func("rms_norm_rope_bf16", MODULE, PTX)?;
     let args = [cols, rope.head_dim, tokens, gh, gw, rope.start_frame, rope.group_pairs[0], rope.group_pairs[1]].map(|v| v as i32);
     let eps_f = eps as f32;
     let mut launch = func.builder();
-    launch.arg(&x_ptr).arg(&out_ptr).arg(&w_ptr).arg(&f_ptr);
+    launch.arg(&x_ptr).arg(&b_ptr).arg(&out_ptr).arg(&w_ptr).arg(&f_ptr);
     for a in &args {
         launch.arg(a);
     }
@@ -149,8 +154,8 @@ pub fn rms_norm_rope(x: &Tensor, w: &Tensor, eps: f64, rope: &RopeGrid) -> Resul
     Ok(wrap(out, &dev, x.dims()))
 }
 
-/// `x + y * gate` with a per-frame gate `[B, F, 1, C]`.
-pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
+/// `x + (y + bias) * gate` with a per-frame gate `[B, F, 1, C]`; no bias / no gate (= 1) allowed.
+pub fn gated_residual(x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: Option<&Tensor>) -> Result<Tensor> {
     let dev = cuda_device(x)?;
     let stream = dev.cuda_stream();
     let (x, rows, cols) = contiguous_rows(x)?;
@@ -158,17 +163,37 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
     if y.dims() != x.dims() {
         candle_core::bail!("fused residual: x {:?} and y {:?} differ", x.dims(), y.dims());
     }
-    let stride = frame_stride(gate, cols)?;
-    let frames = gate.dim(0)? * gate.dim(1)?;
+    let (stride, frames) = match gate {
+        Some(g) => (frame_stride(g, cols)?, g.dim(0)? * g.dim(1)?),
+        None => (0, 1),
+    };
     if rows % frames != 0 {
         candle_core::bail!("fused residual: {rows} tokens do not split into {frames} frames");
     }
     let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
-    let (x_ptr, y_ptr, g_ptr, out_ptr) = (ptr(&x, &stream)?, ptr(&y, &stream)?, ptr(gate, &stream)?, out.device_ptr(&stream).0);
+    let (x_ptr, y_ptr, out_ptr) = (ptr(&x, &stream)?, ptr(&y, &stream)?, out.device_ptr(&stream).0);
+    let (b_ptr, g_ptr) = (opt_ptr(bias, &stream)?, opt_ptr(gate, &stream)?);
     let func = dev.get_or_load_custom_func("gated_residual_bf16", MODULE, PTX)?;
     let (cols_i, rpf) = (cols as i32, (rows / frames) as i32);
     let mut launch = func.builder();
-    launch.arg(&x_ptr).arg(&y_ptr).arg(&g_ptr).arg(&out_ptr).arg(&cols_i).arg(&rpf).arg(&stride);
+    launch.arg(&x_ptr).arg(&y_ptr).arg(&b_ptr).arg(&g_ptr).arg(&out_ptr).arg(&cols_i).arg(&rpf).arg(&stride);
     unsafe { launch.launch(rows_config(rows)) }.w()?;
+    Ok(wrap(out, &dev, x.dims()))
+}
+
+/// `gelu_tanh(x + bias)` over the last dim of `x`.
+pub fn bias_gelu(x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dev = cuda_device(x)?;
+    let stream = dev.cuda_stream();
+    let (x, rows, cols) = contiguous_rows(x)?;
+    let n = rows * cols;
+    let out = unsafe { dev.alloc::<bf16>(n)? };
+    let (x_ptr, b_ptr, out_ptr) = (ptr(&x, &stream)?, opt_ptr(bias, &stream)?, out.device_ptr(&stream).0);
+    let func = dev.get_or_load_custom_func("bias_gelu_bf16", MODULE, PTX)?;
+    let (n_i, cols_i) = (n as i64, cols as i32);
+    let mut launch = func.builder();
+    launch.arg(&x_ptr).arg(&b_ptr).arg(&out_ptr).arg(&n_i).arg(&cols_i);
+    let blocks = n.div_ceil(THREADS as usize).min(132 * 16) as u32;
+    unsafe { launch.launch(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
     Ok(wrap(out, &dev, x.dims()))
 }

@@ -59,8 +59,14 @@ extern "C" __global__ void layer_norm_modulate_bf16(
 // f x gh x gw grid whose first frame has absolute index start_frame; pair j of a head uses
 // freqs[j] (float64) times the frame / row / col position for j in the frame / height / width
 // group ([0, n0), [n0, n0 + n1), the rest).
+// x + bias (bias may be null), rounded to bf16 like a separate bias-add kernel would.
+__device__ __forceinline__ float with_bias(const __nv_bfloat16* x, const __nv_bfloat16* bias, long long i, int c) {
+    float v = __bfloat162float(x[i]);
+    return bias ? __bfloat162float(__float2bfloat16(v + __bfloat162float(bias[c]))) : v;
+}
+
 extern "C" __global__ void rms_norm_rope_bf16(
-    const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y,
     const __nv_bfloat16* __restrict__ w, const double* __restrict__ freqs,
     int cols, int head_dim, int tokens, int gh, int gw, int start_frame, int n0, int n1, float eps) {
     __shared__ float shared[THREADS / 32];
@@ -69,7 +75,7 @@ extern "C" __global__ void rms_norm_rope_bf16(
     __nv_bfloat16* yr = y + row * cols;
     float q = 0.f;
     for (int c = threadIdx.x; c < cols; c += THREADS) {
-        float v = __bfloat162float(xr[c]);
+        float v = with_bias(xr, bias, c, c);
         q += v * v;
     }
     const float r = rsqrtf(block_sum(q, shared) / cols + eps);
@@ -83,23 +89,34 @@ extern "C" __global__ void rms_norm_rope_bf16(
         double sn, cs;
         sincos(pos * freqs[j], &sn, &cs);
         const float cf = (float)cs, sf = (float)sn;
-        const float re = __bfloat162float(__float2bfloat16(__bfloat162float(xr[c]) * r * __bfloat162float(w[c])));
-        const float im = __bfloat162float(__float2bfloat16(__bfloat162float(xr[c + 1]) * r * __bfloat162float(w[c + 1])));
+        const float re = __bfloat162float(__float2bfloat16(with_bias(xr, bias, c, c) * r * __bfloat162float(w[c])));
+        const float im = __bfloat162float(__float2bfloat16(with_bias(xr, bias, c + 1, c + 1) * r * __bfloat162float(w[c + 1])));
         yr[c] = __float2bfloat16(re * cf - im * sf);
         yr[c + 1] = __float2bfloat16(re * sf + im * cf);
     }
 }
 
-// out = x + y * gate[frame] (float32 math, one rounding).
+// out = x + (y + bias) * gate[frame]; bias and gate may be null (no bias / gate 1).
 extern "C" __global__ void gated_residual_bf16(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y,
-    const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ out,
+    const __nv_bfloat16* __restrict__ bias, const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ out,
     int cols, int rows_per_frame, long long gate_frame_stride) {
     const long long row = blockIdx.x;
     const long long frame = row / rows_per_frame;
     for (int c = threadIdx.x; c < cols; c += THREADS) {
         const long long i = row * cols + c;
-        const float g = __bfloat162float(gate[frame * gate_frame_stride + c]);
-        out[i] = __float2bfloat16(__bfloat162float(x[i]) + __bfloat162float(y[i]) * g);
+        const float g = gate ? __bfloat162float(gate[frame * gate_frame_stride + c]) : 1.f;
+        out[i] = __float2bfloat16(__bfloat162float(x[i]) + with_bias(y, bias, i, c) * g);
+    }
+}
+
+// out = gelu_tanh(x + bias) over rows of `cols` (candle's `gelu`, the tanh approximation).
+extern "C" __global__ void bias_gelu_bf16(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ out,
+    long long n, int cols) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const float v = with_bias(x, bias, i, (int)(i % cols));
+        const float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        out[i] = __float2bfloat16(0.5f * v * (1.f + tanhf(inner)));
     }
 }
