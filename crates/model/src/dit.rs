@@ -388,7 +388,7 @@ impl Projections {
         match rope {
             RopeArg::Tables(t) => t.apply(&rms_norm(&lin.forward(x)?, w, self.eps)?, self.num_heads),
             #[cfg(feature = "cuda")]
-            RopeArg::Fused(g) => crate::cuda::fused::rms_norm_rope(&matmul_no_bias(lin, x)?, lin.bias(), w, self.eps, g),
+            RopeArg::Fused(g) => crate::cuda::fused::rms_norm_rope(&matmul_no_bias(lin, x)?, lin.bias(), w, self.eps, Some(g)),
             #[cfg(not(feature = "cuda"))]
             RopeArg::Never(_) => unreachable!(),
         }
@@ -414,6 +414,14 @@ impl SelfAttention {
         let p = &self.0;
         let q = p.rotated(&p.q, &p.norm_q, x, rope)?;
         let k = p.rotated(&p.k, &p.norm_k, x, rope)?;
+        #[cfg(feature = "cuda")]
+        if matches!(rope, RopeArg::Fused(_)) && trace_kv.is_none() {
+            // one kernel: v's bias, the head transpose and both cache writes
+            cache.shift(plan)?;
+            crate::cuda::fused::kv_write(&k, &matmul_no_bias(&p.v, x)?, p.v.bias(), &cache.k, &cache.v, plan.write_start)?;
+            let (kw, vw) = cache.window(plan)?;
+            return p.project_out(&attend(&q, &kw, &vw, p.num_heads)?, false);
+        }
         let v = p.v.forward(x)?;
         if let Some(t) = trace_kv {
             *t = (k.clone(), v.clone());
@@ -444,6 +452,11 @@ impl CrossAttention {
     /// residual adds it).
     fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor), with_bias: bool) -> Result<Tensor> {
         let p = &self.0;
+        #[cfg(feature = "cuda")]
+        if !with_bias {
+            let q = crate::cuda::fused::rms_norm_rope(&matmul_no_bias(&p.q, x)?, p.q.bias(), &p.norm_q, p.eps, None)?;
+            return p.project_out(&attend(&q, &kv.0, &kv.1, p.num_heads)?, false);
+        }
         p.project_out(&attend(&p.query(x)?, &kv.0, &kv.1, p.num_heads)?, with_bias)
     }
 }

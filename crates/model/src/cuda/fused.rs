@@ -127,11 +127,17 @@ fn opt_ptr(t: Option<&Tensor>, stream: &CudaStream) -> Result<u64> {
     t.map_or(Ok(0), |t| ptr(t, stream))
 }
 
-/// `rope(RMSNorm(x + bias) * w)` for `x` `[B, L, C]` (the projection's bias added here).
-pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, rope: &RopeGrid) -> Result<Tensor> {
+/// `rope(RMSNorm(x + bias) * w)` for `x` `[B, L, C]` (the projection's bias added here);
+/// `rope: None` = RMSNorm only.
+pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, rope: Option<&RopeGrid>) -> Result<Tensor> {
     let dev = cuda_device(x)?;
     let stream = dev.cuda_stream();
     let (x, rows, cols) = contiguous_rows(x)?;
+    let plain = RopeGrid { freqs: w, group_pairs: [0, 0], grid: (1, 1, x.dim(1)?), start_frame: 0, head_dim: 2 };
+    let (rope, f_ptr) = match rope {
+        Some(r) => (r, f64_ptr(r.freqs, &stream)?),
+        None => (&plain, 0),
+    };
     let (gf, gh, gw) = rope.grid;
     let tokens = gf * gh * gw;
     if tokens == 0 || x.dim(1)? != tokens || cols % rope.head_dim != 0 {
@@ -139,7 +145,6 @@ pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, ro
     }
     let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
     let (x_ptr, out_ptr, w_ptr) = (ptr(&x, &stream)?, out.device_ptr(&stream).0, ptr(w, &stream)?);
-    let f_ptr = f64_ptr(rope.freqs, &stream)?;
     let b_ptr = opt_ptr(bias, &stream)?;
     let func = dev.get_or_load_custom_func("rms_norm_rope_bf16", MODULE, PTX)?;
     let args = [cols, rope.head_dim, tokens, gh, gw, rope.start_frame, rope.group_pairs[0], rope.group_pairs[1]].map(|v| v as i32);
@@ -196,4 +201,33 @@ pub fn bias_gelu(x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let blocks = n.div_ceil(THREADS as usize).min(132 * 16) as u32;
     unsafe { launch.launch(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
     Ok(wrap(out, &dev, x.dims()))
+}
+
+/// Writes `k`, `v + v_bias` (`[B, n, H*D]`) into the cache buffers `[B, H, cap, D]` at slot
+/// `start`, in place (the cache is this layer's own preallocated ring).
+pub fn kv_write(k: &Tensor, v: &Tensor, v_bias: Option<&Tensor>, k_cache: &Tensor, v_cache: &Tensor, start: usize) -> Result<()> {
+    let dev = cuda_device(k)?;
+    let stream = dev.cuda_stream();
+    let (k, _, cols) = contiguous_rows(k)?;
+    let v = v.contiguous()?;
+    let (b, n, _) = k.dims3()?;
+    let (cb, heads, cap, head_dim) = k_cache.dims4()?;
+    if v.dims() != k.dims() || cb != b || heads * head_dim != cols || start + n > cap || !k_cache.is_contiguous() || !v_cache.is_contiguous() || v_cache.dims() != k_cache.dims() {
+        candle_core::bail!("fused kv write: k {:?} v {:?} into cache {:?} at {start}", k.dims(), v.dims(), k_cache.dims());
+    }
+    let ptrs = [ptr(&k, &stream)?, ptr(&v, &stream)?, opt_ptr(v_bias, &stream)?, ptr(k_cache, &stream)?, ptr(v_cache, &stream)?];
+    let func = dev.get_or_load_custom_func("kv_write_bf16", MODULE, PTX)?;
+    let total = (b * n * cols) as i64;
+    let ints = [n, heads, head_dim, cap, start].map(|x| x as i32);
+    let mut launch = func.builder();
+    for p in &ptrs {
+        launch.arg(p);
+    }
+    launch.arg(&total);
+    for i in &ints {
+        launch.arg(i);
+    }
+    let blocks = (total as usize).div_ceil(THREADS as usize).min(132 * 16) as u32;
+    unsafe { launch.launch(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    Ok(())
 }

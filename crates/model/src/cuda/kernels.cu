@@ -86,8 +86,8 @@ extern "C" __global__ void rms_norm_rope_bf16(
         const int c = 2 * p;
         const int j = p % half;
         const double pos = j < n0 ? (double)(start_frame + fi) : (j < n0 + n1 ? (double)hi : (double)wi);
-        double sn, cs;
-        sincos(pos * freqs[j], &sn, &cs);
+        double sn = 0.0, cs = 1.0;  // no freqs: RMSNorm only
+        if (freqs) sincos(pos * freqs[j], &sn, &cs);
         const float cf = (float)cs, sf = (float)sn;
         const float re = __bfloat162float(__float2bfloat16(with_bias(xr, bias, c, c) * r * __bfloat162float(w[c])));
         const float im = __bfloat162float(__float2bfloat16(with_bias(xr, bias, c + 1, c + 1) * r * __bfloat162float(w[c + 1])));
@@ -118,5 +118,25 @@ extern "C" __global__ void bias_gelu_bf16(
         const float v = with_bias(x, bias, i, (int)(i % cols));
         const float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
         out[i] = __float2bfloat16(0.5f * v * (1.f + tanhf(inner)));
+    }
+}
+
+// Writes a block's keys and values (+ the value projection's bias, may be null), `[B, n, H*D]`
+// each, into the KV cache `[B, H, cap, D]` at slots [start, start + n): the head transpose, the
+// bias add and the two cache copies in one pass.
+extern "C" __global__ void kv_write_bf16(
+    const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ v_bias,
+    __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,
+    long long total, int n, int heads, int head_dim, int cap, int start) {
+    const int cols = heads * head_dim;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        const int c = (int)(i % cols);
+        const long long bt = i / cols;
+        const int t = (int)(bt % n);
+        const long long b = bt / n;
+        const int h = c / head_dim, d = c % head_dim;
+        const long long dst = ((b * heads + h) * cap + start + t) * head_dim + d;
+        k_cache[dst] = k[i];
+        v_cache[dst] = __float2bfloat16(with_bias(v, v_bias, i, c));
     }
 }

@@ -84,6 +84,16 @@ pub struct LayerKv {
 impl LayerKv {
     /// Applies `plan`'s shift and writes `k_new`/`v_new` (`[B, H, n, D]`).
     pub fn write(&mut self, plan: &CachePlan, k_new: &Tensor, v_new: &Tensor) -> Result<()> {
+        self.shift(plan)?;
+        let k_new = k_new.to_dtype(self.k.dtype())?.contiguous()?;
+        let v_new = v_new.to_dtype(self.v.dtype())?.contiguous()?;
+        self.k.slice_set(&k_new, 2, plan.write_start)?;
+        self.v.slice_set(&v_new, 2, plan.write_start)?;
+        Ok(())
+    }
+
+    /// Moves the tokens `plan` keeps left over the evicted ones (once per block).
+    pub fn shift(&mut self, plan: &CachePlan) -> Result<()> {
         if let Some((src, dst, len)) = plan.shift {
             if len > 0 {
                 let ks = detached(&self.k.narrow(2, src, len)?)?;
@@ -92,10 +102,6 @@ impl LayerKv {
                 self.v.slice_set(&vs, 2, dst)?;
             }
         }
-        let k_new = k_new.to_dtype(self.k.dtype())?.contiguous()?;
-        let v_new = v_new.to_dtype(self.v.dtype())?.contiguous()?;
-        self.k.slice_set(&k_new, 2, plan.write_start)?;
-        self.v.slice_set(&v_new, 2, plan.write_start)?;
         Ok(())
     }
 
