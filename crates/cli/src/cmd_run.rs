@@ -48,6 +48,8 @@ pub struct RunArgs {
     pub dtype: Option<String>,
     #[command(flatten)]
     pub control_api: crate::cmd_ctl::ControlArgs,
+    #[command(flatten)]
+    pub hotkeys: crate::hotkeys::HotkeyArgs,
     /// Also show the avatar as a camera: a v4l2loopback device by label ("livetalk") or path
     /// (/dev/video10), or `pipewire` for a PipeWire camera node (a build with `--features
     /// pipewire`). See packaging/README-camera.md.
@@ -141,6 +143,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let handle = EngineService::start(engine, persona.clone(), bus.clone(), options)
         .context("starting the engine")?;
     let control = handle.control();
+    let _hotkeys = crate::hotkeys::start(&args.hotkeys, &lib, control.clone())?;
     let _control_api = crate::cmd_ctl::start_server(&args.control_api, control.clone(), lib)?;
     control.push_audio(&drive.engine.samples).context("feeding the audio")?;
     eprintln!(

@@ -10,6 +10,7 @@ mod cmd_demo;
 mod cmd_dev;
 mod cmd_persona;
 mod cmd_run;
+mod hotkeys;
 mod persona_new;
 mod portrait;
 mod download;
