@@ -63,6 +63,21 @@ impl Default for RemoteSettings {
 /// Called on the remote thread whenever the engine's persona list changes.
 pub type PersonasChanged = Box<dyn FnMut(&[PersonaInfo]) + Send>;
 
+/// A cloneable way to queue commands (for hotkeys and the audio capture).
+#[derive(Debug, Clone)]
+pub struct Commands(Sender<Option<Command>>);
+
+impl Commands {
+    /// Queues a command; never waits (audio is dropped when the engine cannot keep up).
+    pub fn send(&self, command: Command) {
+        if let Err(TrySendError::Full(Some(command))) = self.0.try_send(Some(command)) {
+            if !matches!(command, Command::Audio(_)) {
+                log::warn!("the engine is not answering: {command:?} dropped");
+            }
+        }
+    }
+}
+
 /// The running remote; dropping it stops its thread and any engine it started.
 pub struct Remote {
     commands: Sender<Option<Command>>,
@@ -81,13 +96,13 @@ impl Remote {
         Ok(Remote { commands, view, settings, thread: Some(thread) })
     }
 
-    /// Queues a command; never waits (audio is dropped when the engine cannot keep up).
+    /// Queues a command; never waits.
     pub fn send(&self, command: Command) {
-        if let Err(TrySendError::Full(Some(command))) = self.commands.try_send(Some(command)) {
-            if !matches!(command, Command::Audio(_)) {
-                log::warn!("the engine is not answering: {command:?} dropped");
-            }
-        }
+        self.commands().send(command);
+    }
+
+    pub fn commands(&self) -> Commands {
+        Commands(self.commands.clone())
     }
 
     pub fn view(&self) -> RemoteView {
