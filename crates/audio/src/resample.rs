@@ -10,6 +10,10 @@ pub fn to_rate(wave: &Waveform, rate: u32) -> Result<Waveform, AudioError> {
         return Ok(wave.clone());
     }
     let err = |reason: String| AudioError::Resample { from: wave.sample_rate, to: rate, reason };
+    // Far beyond full scale the FFT overflows: NaN comes out, or rubato panics (found by fuzzing).
+    if let Some(i) = wave.samples.iter().position(|s| !(s.abs() <= 1e6)) {
+        return Err(err(format!("sample {i} is {:e}, not audio (full scale is ±1)", wave.samples[i])));
+    }
     let chunk = 1024;
     let ratio = rate as f64 / wave.sample_rate as f64;
     let mut rs = FftFixedIn::<f32>::new(wave.sample_rate as usize, rate as usize, chunk, 2, 1)
@@ -87,6 +91,13 @@ impl StreamResampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_far_beyond_full_scale_are_refused_not_turned_into_nan() {
+        let wave = Waveform { sample_rate: 48_000, samples: vec![0.5, -4.2e37, 3.0e38, 2.0] };
+        let message = to_rate(&wave, 16_000).unwrap_err().to_string();
+        assert!(message.contains("sample 1 is -4.2e37"), "{message}");
+    }
 
     #[test]
     fn stream_resampler_matches_the_whole_clip_resampler() {

@@ -7,6 +7,9 @@ use livetalk_audio::{Waveform, ENGINE_RATE};
 /// Largest audio body (bytes): 64 MiB, over half an hour of 16 kHz PCM.
 pub const MAX_AUDIO_BODY: usize = 64 * 1024 * 1024;
 
+/// Largest float sample magnitude taken (full scale is 1; louder is clipped audio, not noise).
+pub const MAX_FLOAT_SAMPLE: f32 = 16.0;
+
 /// Why an audio body was refused; the status code follows the kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AudioBodyError {
@@ -184,6 +187,14 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Waveform, AudioBodyError> {
     if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
         return Err(bad(format!("WAV sample {i} is not a finite number")));
     }
+    // Float audio runs from -1 to 1; far outside it the resampler's FFT overflows (NaN out, or
+    // a panic inside rubato), so such files are refused.
+    if let Some((i, s)) = samples.iter().enumerate().find(|(_, s)| s.abs() > MAX_FLOAT_SAMPLE) {
+        let value = if s.abs() < 1e6 { format!("{s}") } else { format!("{s:e}") };
+        return Err(bad(format!(
+            "WAV sample {i} is {value}: float samples must lie within ±{MAX_FLOAT_SAMPLE} (full scale is ±1)"
+        )));
+    }
     Ok(Waveform { sample_rate: rate, samples })
 }
 
@@ -250,6 +261,18 @@ mod tests {
         let mut truncated = encode_wav(&[0.1; 10], 16_000);
         truncated.truncate(30);
         assert!(decode(AudioFormat::Wav, &truncated).is_err());
+        // Found by fuzzing (fuzz/control_api): finite float samples far outside -1..1 made the
+        // resampler's FFT overflow and panic; they are refused with the sample named.
+        let mut huge = encode_wav(&[0.0; 8], 48_000);
+        huge[20..22].copy_from_slice(&3u16.to_le_bytes()); // IEEE float
+        huge[34..36].copy_from_slice(&32u16.to_le_bytes());
+        huge[32..34].copy_from_slice(&4u16.to_le_bytes());
+        huge[40..44].copy_from_slice(&16u32.to_le_bytes());
+        huge.truncate(44);
+        for s in [0.5f32, -4.2e37, 3.0e38, 2.0] {
+            huge.extend_from_slice(&s.to_le_bytes());
+        }
+        assert!(matches!(decode(AudioFormat::Wav, &huge), Err(AudioBodyError::Bad(m)) if m.contains("WAV sample 1 is -4.2e37")), "{:?}", decode(AudioFormat::Wav, &huge));
         // Every prefix of a good file is either an error or decodes: never a panic.
         let good = encode_wav(&[0.1; 10], 16_000);
         for n in 0..good.len() {
