@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Result};
+use livetalk_model::checkpoint::registry::{self, ModelEntry};
 use livetalk_vcam::doctor::{doctor_checks, CheckStatus, DoctorCheck};
 
 #[derive(clap::Args, Debug)]
@@ -46,27 +47,57 @@ fn gpu_checks() -> Vec<DoctorCheck> {
                 Ok(o) => checks.push(check("NVIDIA driver", CheckStatus::Warn,
                     format!("nvidia-smi fails: {}", String::from_utf8_lossy(&o.stderr).trim()),
                     Some("sudo ubuntu-drivers autoinstall && sudo reboot".into()))),
-                Err(e) => checks.push(check("NVIDIA driver", CheckStatus::Warn, format!("cannot run {}: {e}", smi.display()), None)),
+                Err(e) => checks.push(check("NVIDIA driver", CheckStatus::Warn, format!("cannot run {}: {e}", smi.display()),
+                    Some("sudo apt-get install --reinstall nvidia-utils-$(modinfo -F version nvidia | cut -d. -f1)".into()))),
             }
         }
         None => checks.push(check("NVIDIA driver", CheckStatus::Warn, "nvidia-smi is not on PATH: no NVIDIA driver (the GPU path is off)",
             Some("sudo ubuntu-drivers autoinstall && sudo reboot".into()))),
     }
-    let lib_dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/cuda/lib64", "/usr/lib/wsl/lib"];
-    let found = |name: &str| lib_dirs.iter().map(|d| Path::new(d).join(name)).find(|p| p.exists());
-    match found("libcuda.so.1") {
+    match find_library("libcuda.so.1") {
         Some(p) => checks.push(check("CUDA driver library", CheckStatus::Ok, p.display().to_string(), None)),
-        None => checks.push(check("CUDA driver library", CheckStatus::Warn, "libcuda.so.1 not found", Some("sudo ubuntu-drivers autoinstall".into()))),
+        None => checks.push(check("CUDA driver library", CheckStatus::Warn, "libcuda.so.1 not found", Some("sudo ubuntu-drivers autoinstall && sudo reboot".into()))),
     }
     if built {
-        for lib in ["libcublas.so", "libcurand.so"] {
-            let any = lib_dirs.iter().any(|d| std::fs::read_dir(d).map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().starts_with(lib))).unwrap_or(false));
-            if !any {
+        // candle links these; without them a CUDA build does not start at all.
+        for lib in ["libcublas.so", "libcublasLt.so", "libcurand.so", "libnvrtc.so"] {
+            if find_library(lib).is_none() {
                 checks.push(check("CUDA libraries", CheckStatus::Warn, format!("{lib}* not found"), Some("sudo apt-get install nvidia-cuda-toolkit".into())));
             }
         }
+        // Loaded at run time by the fused attention; without it attention takes the portable path.
+        checks.push(match find_library("libcudnn.so") {
+            Some(p) => check("cuDNN (fused attention)", CheckStatus::Ok, p.display().to_string(), None),
+            None => check("cuDNN (fused attention)", CheckStatus::Warn, "libcudnn.so* not found: attention uses the slower portable path",
+                Some("sudo apt-get install nvidia-cudnn   (or cudnn9-cuda-12 from NVIDIA's CUDA repository)".into())),
+        });
     }
     checks
+}
+
+/// The first file whose name starts with `prefix` (`libcublas.so` matches `libcublas.so.12`) in
+/// the dynamic linker's folders: LD_LIBRARY_PATH, the usual library folders, CUDA's.
+fn find_library(prefix: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    dirs.extend(
+        ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/wsl/lib"]
+            .map(PathBuf::from),
+    );
+    dirs.iter().find_map(|dir| {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).collect();
+        names.sort();
+        names.into_iter().find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+    })
+}
+
+/// `path` as one shell word.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c)) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn weights_checks(args: &DoctorArgs) -> Vec<DoctorCheck> {
@@ -75,25 +106,38 @@ fn weights_checks(args: &DoctorArgs) -> Vec<DoctorCheck> {
         Ok(r) => r,
         Err(e) => return vec![check("model registry", CheckStatus::Warn, e.to_string(), Some("livetalk doctor --registry DIR".into()))],
     };
+    let mut download = format!("livetalk models download --weights {}", shell_word(&weights));
+    if let Some(explicit) = &args.registry {
+        download.push_str(&format!(" --registry {}", shell_word(explicit)));
+    }
     if !weights.is_dir() {
         return vec![check("LiveTalk weights", CheckStatus::Warn,
             format!("{} does not exist: only the CPU avatar can run", weights.display()),
-            Some(format!("livetalk models list   (then download the livetalk-1.3b bundle into {})", weights.display())))];
+            Some(download))];
     }
-    match crate::cmd_models::check_weights(&registry, &weights) {
-        Err(e) => vec![check("model registry", CheckStatus::Warn, format!("{e:#}"), None)],
-        Ok(entries) => entries
-            .into_iter()
-            .map(|c| {
-                let name = format!("weights {}", c.entry.id);
-                if c.problems.is_empty() {
-                    check(&name, CheckStatus::Ok, format!("{} files verified", c.verified), None)
-                } else {
-                    check(&name, CheckStatus::Warn, c.problems.join("; "), Some(format!("livetalk models verify {}", weights.display())))
-                }
-            })
-            .collect(),
-    }
+    let entries = match ModelEntry::load_all(&registry) {
+        Ok(entries) => entries,
+        Err(e) => return vec![check("model registry", CheckStatus::Warn, e.to_string(), Some("reinstall livetalk, or pass the registry folder: livetalk doctor --registry DIR".into()))],
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let name = format!("weights {}", entry.id);
+            let reports = registry::verify(&crate::cmd_models::entry_dir(&weights, entry), entry);
+            let problems: Vec<String> = reports.iter().filter_map(|r| r.outcome.as_ref().err().map(|e| e.to_string())).collect();
+            if problems.is_empty() {
+                return check(&name, CheckStatus::Ok, format!("{} files verified", reports.len()), None);
+            }
+            // Files in place that fail are moved aside first: download never overwrites a file.
+            let mut steps: Vec<String> = reports
+                .iter()
+                .filter(|r| r.outcome.is_err() && r.path.exists())
+                .map(|r| format!("mv {} {}", shell_word(&r.path), shell_word(&PathBuf::from(format!("{}.bad", r.path.display())))))
+                .collect();
+            steps.push(format!("{download} {}", entry.id));
+            check(&name, CheckStatus::Warn, problems.join("; "), Some(steps.join(" && ")))
+        })
+        .collect()
 }
 
 fn extra_checks() -> Vec<DoctorCheck> {

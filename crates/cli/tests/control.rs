@@ -213,6 +213,16 @@ fn doctor_and_models_report_what_is_there() {
     }
     assert!(text.contains("[ok  ] persona presets"), "{text}");
     assert!(text.contains("[warn] weights tiny: ") && text.contains("a.bin: size 3 bytes, expected 4"), "{text}");
+    // The fix is the exact command: the bad file moved aside (download never overwrites), then fetched.
+    let fix = format!(
+        "fix: mv {0}/tiny/a.bin {0}/tiny/a.bin.bad && livetalk models download --weights {0} --registry {1} tiny",
+        weights.display(),
+        registry.display()
+    );
+    assert!(text.contains(&fix), "{fix} missing: {text}");
+    let missing = Command::new(BIN).args(["doctor", "--registry"]).arg(&registry).arg("--weights").arg(dir.join("none")).output().unwrap();
+    let text = String::from_utf8_lossy(&missing.stdout);
+    assert!(text.contains(&format!("fix: livetalk models download --weights {} --registry {}", dir.join("none").display(), registry.display())), "{text}");
     // Every problem comes with its fix.
     let problems = text.lines().filter(|l| l.contains("[warn]") || l.contains("[FAIL]")).count();
     let fixes = text.lines().filter(|l| l.trim_start().starts_with("fix: ")).count();
