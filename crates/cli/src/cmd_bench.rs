@@ -30,13 +30,30 @@ pub struct BenchArgs {
     /// LiveTalk: blocks measured after the window is full.
     #[arg(long, default_value_t = 8)]
     pub blocks: usize,
+    /// Measure persona switches instead: the time from the switch command to the new persona's
+    /// first frame (CPU avatar, live, cross-fade on), over this many switches.
+    #[arg(long, value_name = "N")]
+    pub switches: Option<usize>,
+    /// With --switches: switch between anna and this webcam (a "me" persona; needs `--features webcam`).
+    #[arg(long, value_name = "DEVICE", requires = "switches")]
+    pub webcam: Option<String>,
     /// LiveTalk: a DiT config JSON for a smaller model (e.g. fixtures/dit.config.json); default the
     /// real 1.3B configuration.
     #[arg(long)]
     pub dit_config: Option<PathBuf>,
+    /// LiveTalk: also measure this many streams (personas) sharing the GPU, each with its own
+    /// KV cache and decoder, interleaved block by block.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(switches) = args.switches {
+        if switches == 0 {
+            bail!("--switches must be at least 1");
+        }
+        return crate::bench_switch::bench_switches(switches, args.size, args.webcam.as_deref());
+    }
     if args.engine == "cpu" {
         let (w, h) = args.size;
         let report = livetalk_engine::avatar::bench::bench_cpu_avatar(w, h, args.frames as usize)?;
@@ -60,7 +77,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Some(path) => Some(DitConfig::from_json_file(path).with_context(|| format!("reading {}", path.display()))?),
         None => None,
     };
-    let opts = LiveTalkBenchOptions { device, dtype, size: args.side, blocks: args.blocks.max(1), text_len: 512, config };
+    let opts = LiveTalkBenchOptions { device, dtype, size: args.side, blocks: args.blocks.max(1), text_len: 512, config, streams: args.streams };
     let report = bench_livetalk(&opts)?;
     println!("{report}");
     Ok(())

@@ -28,6 +28,9 @@ pub struct LiveTalkBenchOptions {
     pub text_len: usize,
     /// A smaller model for quick runs on a CPU (`None`: the real 1.3B configuration).
     pub config: Option<DitConfig>,
+    /// Also measure this many independent streams (personas) sharing the GPU, interleaved block
+    /// by block (0 or 1: skip).
+    pub streams: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +50,8 @@ pub struct LiveTalkBenchReport {
     /// Steady-state block period with TAEHV decoding on a second CUDA stream, overlapped with the
     /// next block's DiT passes (CUDA only).
     pub overlapped_block_ms: Option<f64>,
+    /// With `streams` streams interleaved: (streams, fps of each stream).
+    pub multi_stream: Option<(usize, f64)>,
     /// Self-attention at the window-full shape, alone: ms per call and TFLOP/s.
     pub attention: AttentionFigure,
     /// Cross-attention over the prompt (ms per call).
@@ -88,6 +93,9 @@ impl std::fmt::Display for LiveTalkBenchReport {
         writeln!(f, "  video fps            {:.1}", self.fps())?;
         if let Some(p) = self.overlapped_block_ms {
             writeln!(f, "    decode overlapped on a 2nd stream: {p:.1} ms per block; sequential {:.1} fps", self.sequential_fps())?;
+        }
+        if let Some((n, fps)) = self.multi_stream {
+            writeln!(f, "  {n} streams interleaved: {fps:.1} fps each (DiT + TAEHV decode per stream)")?;
         }
         writeln!(f, "  first frame          {:.0} ms", self.first_frame_ms)?;
         writeln!(f, "  block (12 frames)    {:.1} ms median (sequential)", median(&self.block_ms))?;
@@ -170,6 +178,32 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
     } else {
         None
     };
+    let multi_stream = if opts.streams > 1 {
+        let mut streams = (0..opts.streams)
+            .map(|i| {
+                let g = StreamGenerator::new(dit.clone(), gen_cfg.clone(), &ref_latent, &prompt, Box::new(SeededNoise::new(10 + i as u64)))?;
+                Ok((g, taehv.stream_decoder()))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut start = Instant::now();
+        for b in 0..blocks_to_fill + opts.blocks {
+            if b == blocks_to_fill {
+                sync()?;
+                start = Instant::now();
+            }
+            for (g, d) in streams.iter_mut() {
+                let x = g.generate_block(audio.as_ref())?;
+                for i in 0..f {
+                    d.push(&x.narrow(1, i, 1)?.to_dtype(opts.dtype)?)?;
+                }
+            }
+        }
+        sync()?;
+        let per_block = start.elapsed().as_secs_f64() / opts.blocks as f64;
+        Some((opts.streams, (4 * f) as f64 / per_block))
+    } else {
+        None
+    };
     let tokens = cfg.frame_seq_length(latent, latent);
     let kv_tokens = gen_cfg.local_attn_size as usize * tokens;
     let flops_per_block = 5.0 * flops_per_forward(&cfg, f, tokens, kv_tokens, opts.text_len);
@@ -188,6 +222,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         flops_per_block,
         enqueue_ms,
         overlapped_block_ms,
+        multi_stream,
         attention,
         cross_attention_ms,
         num_layers: cfg.num_layers,
