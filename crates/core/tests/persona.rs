@@ -446,3 +446,15 @@ fn duplicate_hotkeys_are_reported_with_both_presets() {
         "{message}"
     );
 }
+
+#[test]
+fn long_runs_of_quotes_write_back_without_overflow() {
+    // Found by cargo fuzz (fuzz/persona_preset): toml 0.8's writer counted runs of quotes in a
+    // u8 and overflowed on 256 of them; toml 1 saturates.
+    let dir = folder_with_pictures();
+    let path = dir.path().join("quotes.toml");
+    let text = format!("display_name = \"{}\"\nprompt = \"{}\"\n", "'".repeat(300), "\\\"".repeat(300));
+    let persona = Persona::from_toml_str(&text, &path).unwrap();
+    let written = persona.to_toml().unwrap();
+    assert_eq!(Persona::from_toml_str(&written, &path).unwrap(), persona);
+}
