@@ -140,24 +140,39 @@ fn weights_checks(args: &DoctorArgs) -> Vec<DoctorCheck> {
         .collect()
 }
 
+/// Where the livetalk OBS plugin may be installed: the user folder (OBS 28+, also Flatpak's),
+/// then the system folders (packaging/obs/install.sh puts it in one of these).
+fn obs_plugin_places() -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let config = std::env::var_os("XDG_CONFIG_HOME").filter(|c| !c.is_empty()).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".config")));
+    let user = "obs-studio/plugins/livetalk-obs/bin/64bit/livetalk-obs.so";
+    let mut places: Vec<PathBuf> = config.iter().map(|c| c.join(user)).collect();
+    places.extend(home.iter().map(|h| h.join(".var/app/com.obsproject.Studio/config").join(user)));
+    for dir in ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/lib64", "/usr/local/lib"] {
+        places.push(Path::new(dir).join("obs-plugins/livetalk-obs.so"));
+    }
+    places
+}
+
+fn obs_plugin_check() -> DoctorCheck {
+    let places = obs_plugin_places();
+    let obs = on_path("obs");
+    match places.iter().find(|p| p.is_file()) {
+        Some(p) if obs.is_some() => check("OBS plugin", CheckStatus::Ok, format!("installed: {}", p.display()), None),
+        Some(p) => check("OBS plugin", CheckStatus::Warn, format!("installed: {}, but OBS is not on PATH", p.display()), Some("sudo apt-get install obs-studio".into())),
+        None => check("OBS plugin", CheckStatus::Warn,
+            format!("not installed (looked for {})", places.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+            Some("packaging/obs/install.sh   (this user; `sudo packaging/obs/install.sh --system` for everyone; needs libobs-dev libclang-dev)".into())),
+    }
+}
+
 fn extra_checks() -> Vec<DoctorCheck> {
     let mut checks = Vec::new();
     checks.push(match on_path("pw-cli") {
         Some(p) => check("PipeWire tools", CheckStatus::Ok, p.display().to_string(), None),
         None => check("PipeWire tools", CheckStatus::Warn, "pw-cli is not on PATH", Some("sudo apt-get install pipewire-bin".into())),
     });
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let mut plugin_dirs: Vec<PathBuf> = home.iter().flat_map(|h| [h.join(".config/obs-studio/plugins"), h.join(".var/app/com.obsproject.Studio/config/obs-studio/plugins")]).collect();
-    plugin_dirs.extend(["/usr/lib/x86_64-linux-gnu/obs-plugins", "/usr/lib/obs-plugins", "/usr/lib64/obs-plugins", "/usr/local/lib/obs-plugins", "/usr/share/obs/obs-plugins"].map(PathBuf::from));
-    let plugin = plugin_dirs.iter().find_map(|d| {
-        std::fs::read_dir(d).ok()?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("livetalk")))
-    });
-    checks.push(match plugin {
-        Some(p) => check("OBS plugin", CheckStatus::Ok, p.display().to_string(), None),
-        None => check("OBS plugin", CheckStatus::Warn,
-            format!("no livetalk plugin in {}", plugin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
-            Some("install the livetalk OBS plugin into ~/.config/obs-studio/plugins/livetalk/ (see packaging/)".into())),
-    });
+    checks.push(obs_plugin_check());
     checks.push(match livetalk_audio::tts::Espeak::find() {
         Some(e) => check("espeak-ng (text-to-speech)", CheckStatus::Ok, e.program().display().to_string(), None),
         None => check("espeak-ng (text-to-speech)", CheckStatus::Warn, "not found: `livetalk say` and --text use a recorded sample instead", Some("sudo apt-get install espeak-ng".into())),
