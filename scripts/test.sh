@@ -9,6 +9,7 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v Xvfb >/dev/null || need+=(xvfb)
 command -v xdotool >/dev/null || need+=(xdotool)  # key presses for the global hotkey test
+command -v dbus-daemon >/dev/null || need+=(dbus)   # a bare session bus for the hotkey portal test
 if [ ${#need[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -18,3 +19,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --release "$@"
+# The GlobalShortcuts portal path (opt-in feature): its errors against a bus without a portal.
+cargo test --release -p livetalk-hotkeys --features portal --test portal

@@ -24,7 +24,7 @@ ts "start"
 
 # 1. host packages: qemu, the module build, and the consumers the guest runs from the host's root
 need=""
-for p in qemu-system-x86 kmod cpio gcc make libc6-dev libelf-dev ffmpeg v4l-utils python3 chromium util-linux; do
+for p in qemu-system-x86 kmod cpio gcc make libc6-dev libelf-dev libclang-dev ffmpeg v4l-utils python3 chromium util-linux; do
   dpkg -s $p >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -35,7 +35,7 @@ fi
 
 # 2. the test driver (release: the guest may be emulated)
 ts "building livetalk-vcam-test"
-(cd "$REPO" && cargo build -q --release -p livetalk-vcam --bin livetalk-vcam-test && cargo build -q --release --bin livetalk)
+(cd "$REPO" && cargo build -q --release -p livetalk-vcam --bin livetalk-vcam-test && cargo build -q --release --bin livetalk --features webcam)
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk-vcam-test
 LIVETALK=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk
 
@@ -52,6 +52,9 @@ ts "kernel ready: $(cat "$KDIR/KVER")"
 WORK=$(mktemp -d /tmp/livetalk-vm.XXXXXX)
 mkdir -p "$WORK/share" "$WORK/hostroot"
 cp "$HERE"/guest/* "$BIN" "$LIVETALK" "$REPO/packaging/modprobe.d/livetalk.conf" "$WORK/share/"
+# The "me" persona the guest flips to: the user's webcam (a loopback device there).
+mkdir -p "$WORK/share/presets-me"
+printf 'name = "me"\nwebcam = "/dev/video12"\nbackground = "#2040c0"\n' > "$WORK/share/presets-me/me.toml"
 mount --bind / "$WORK/hostroot"
 cleanup() { umount "$WORK/hostroot" 2>/dev/null || true; }
 trap cleanup EXIT

@@ -2,6 +2,7 @@
 //! A thin binary: argument parsing and wiring; the work lives in the library crates.
 
 mod avi;
+mod bench_switch;
 mod cmd_bench;
 mod cmd_ctl;
 mod cmd_doctor;

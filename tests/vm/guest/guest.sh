@@ -194,6 +194,38 @@ print(n, \"frames, corner\", (r, g, b), len(set(frames)), \"distinct\")
 kill $LT 2>/dev/null; wait $LT 2>/dev/null
 grep -q "camera livetalk shared" "$S/livetalk-run.log" || fail livetalk-run-log "$(tail -3 $S/livetalk-run.log)"
 
+echo "== the \"me\" persona: ffmpeg's test picture as the webcam, flipped with the avatar on one camera t=$(t)"
+# A third loopback device plays the user's webcam (ffmpeg writes a green picture into it);
+# livetalk (built with --features webcam) reads it through nokhwa as persona "me" and writes the
+# avatar camera "livetalk shared"; the reader must see kai, then the webcam, then kai again.
+if "$S/livetalk" run --help | grep -q -- --hotkeys && [ -n "$(ls $S/presets-me 2>/dev/null)" ]; then
+  i=0; until rmmod v4l2loopback 2>/dev/null; do i=$((i+1)); [ $i -gt 60 ] && break; sleep 0.5; done
+  modprobe v4l2loopback devices=3 video_nr=10,11,12 \
+      card_label="livetalk,livetalk shared,webcam" exclusive_caps=1,0,0 max_buffers=2
+  ffmpeg -nostdin -hide_banner -loglevel error -re -f lavfi -i color=c=0x30c050:size=640x360:rate=30 \
+      -pix_fmt yuyv422 -f v4l2 /dev/video12 >"$S/webcam-writer.log" 2>&1 &
+  FW=$!
+  mkdir -p /tmp/rt && chmod 700 /tmp/rt
+  XDG_RUNTIME_DIR=/tmp/rt "$S/livetalk" run --no-preview --persona kai --presets "$S/presets-me" --camera "livetalk shared" \
+      --camera-size 640x360 --hotkeys off --seconds 240 >"$S/livetalk-me.log" 2>&1 &
+  LT=$!
+  i=0; until grep -q "control API on" "$S/livetalk-me.log"; do
+    i=$((i+1)); [ $i -gt 600 ] && break; kill -0 $LT 2>/dev/null || break; sleep 0.2; done
+  # grab NAME: 15 frames from the avatar camera, checked by check_persona.py
+  grab() { timeout 90 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video11 -frames:v 15 \
+      -f rawvideo -pix_fmt rgb24 -y "$S/me-$1.rgb" && python3 "$S/check_persona.py" "$S/me-$1.rgb" 640 360 "$2"; }
+  switch_to() { XDG_RUNTIME_DIR=/tmp/rt "$S/livetalk" ctl switch "$1" && i=0 && \
+      until XDG_RUNTIME_DIR=/tmp/rt "$S/livetalk" ctl status | grep -q "\"persona\": *\"$1\""; do
+        i=$((i+1)); [ $i -gt 150 ] && return 1; sleep 0.2; done && sleep 1; }
+  expect me-avatar-first grab avatar kai
+  expect me-switch-to-webcam switch_to me
+  expect me-webcam-passed-through grab webcam webcam
+  expect me-switch-back switch_to kai
+  expect me-avatar-again grab again kai
+  grep -E "hotkey|webcam|error" "$S/livetalk-me.log" | tail -5
+  kill $LT $FW 2>/dev/null; wait $LT $FW 2>/dev/null
+else fail me-persona "this livetalk has no webcam support or presets-me is missing"; fi
+
 kill $MONITOR 2>/dev/null
 echo "$PASSED passed, $FAILED failed${FAILED_NAMES:+ (failed:$FAILED_NAMES)} t=$(t)"
 [ $FAILED = 0 ]
