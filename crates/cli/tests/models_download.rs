@@ -20,7 +20,7 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 struct Seen {
     path: String,
     range: Option<String>,
-    /// Body bytes written before the answer ended (or was cut).
+    /// Body bytes the answer carried before it ended (or was cut).
     sent: usize,
 }
 
@@ -94,13 +94,14 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) {
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let (served, cut_after) = {
-        let state = state.lock().unwrap();
-        (state.files.get(&path).cloned(), state.cut_after)
+    // Logged on arrival, so the log is in request order; `sent` is filled in once written.
+    let (served, cut_after, index) = {
+        let mut state = state.lock().unwrap();
+        state.seen.push(Seen { path: path.clone(), range: range.clone(), sent: 0 });
+        (state.files.get(&path).cloned(), state.cut_after, state.seen.len() - 1)
     };
     let Some(served) = served else {
         let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        state.lock().unwrap().seen.push(Seen { path, range, sent: 0 });
         return;
     };
     let size = served.bytes.len();
@@ -128,8 +129,11 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) {
         Some(cut) if body.len() > 1 => cut.min(body.len()),
         _ => body.len(),
     };
+    // Counted before writing: the client may have it all and exit before this thread goes on.
+    if let Some(seen) = state.lock().unwrap().seen.get_mut(index) {
+        seen.sent = send;
+    }
     let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body[..send])).and_then(|_| stream.flush());
-    state.lock().unwrap().seen.push(Seen { path, range, sent: send });
     // A cut transfer: the connection drops before the announced Content-Length.
     let _ = stream.shutdown(Shutdown::Both);
 }
@@ -230,17 +234,38 @@ impl Rig {
             .arg("--registry")
             .arg(self.dir.join("registry"))
             .arg("--weights")
-            .arg(self.weights())
+            .arg(self.weights());
+        self.environment(&mut command).stdin(Stdio::null());
+        command.output().expect("run livetalk models download")
+    }
+
+    /// `models download MODEL` on a terminal (util-linux `script` makes the pty) answering the
+    /// licence question with `answer`.
+    fn download_on_a_terminal(&self, model: &str, answer: &str) -> Output {
+        let line = format!(
+            "{BIN} models download {model} --registry {} --weights {}",
+            self.dir.join("registry").display(),
+            self.weights().display()
+        );
+        let mut command = Command::new("script");
+        command.args(["-q", "-e", "-c", &line, "/dev/null"]);
+        self.environment(&mut command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run script(1) from util-linux");
+        child.stdin.take().unwrap().write_all(format!("{answer}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn environment<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command
             .env("HF_ENDPOINT", &self.hub.url)
             .env("LIVETALK_GITHUB_ENDPOINT", &self.hub.url)
             .env("HF_HOME", self.dir.join("hf-home"))
             .env("XDG_CONFIG_HOME", self.dir.join("config"))
-            .env_remove("HF_TOKEN")
-            .stdin(Stdio::null());
+            .env_remove("HF_TOKEN");
         for proxy in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] {
             command.env_remove(proxy);
         }
-        command.output().expect("run livetalk models download")
+        command
     }
 }
 
@@ -317,6 +342,25 @@ fn licence_first_then_a_full_download_verified_and_kept() {
     let unknown = rig.download(&["nope"]);
     assert!(!unknown.status.success());
     assert!(text(&unknown).contains("no model or bundle named `nope`") && text(&unknown).contains("tiny-gh"), "{}", text(&unknown));
+}
+
+#[test]
+fn on_a_terminal_the_licence_is_asked_for() {
+    let gh = noise(1_000, 4);
+    let rig = Rig::new("prompt", &sha256_hex(&tiny_vae()), &gh);
+    let declined = rig.download_on_a_terminal("tiny-vae", "no");
+    let all = text(&declined);
+    assert!(!declined.status.success(), "{all}");
+    assert!(all.contains("CC-BY-NC-SA-4.0") && all.contains("Type `yes` to download"), "{all}");
+    assert!(all.contains("was not accepted: nothing was downloaded"), "{all}");
+    assert!(rig.hub.take_seen().is_empty());
+    assert!(!rig.dir.join("config/livetalk/accepted-licences").exists());
+
+    let accepted = rig.download_on_a_terminal("tiny-vae", "yes");
+    assert!(accepted.status.success(), "{}", text(&accepted));
+    assert_eq!(std::fs::read(rig.weights().join("weights/vae.safetensors")).unwrap(), tiny_vae());
+    let record = std::fs::read_to_string(rig.dir.join("config/livetalk/accepted-licences")).unwrap();
+    assert!(record.contains("tiny-vae CC-BY-NC-SA-4.0") && !record.contains("tiny-gh"), "{record}");
 }
 
 #[test]
