@@ -89,8 +89,7 @@ impl Downloader {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::rename(&staged.path, dest)
-            .with_context(|| format!("moving {} to {}", staged.path.display(), dest.display()))?;
+        move_file(&staged.path, dest).with_context(|| format!("moving {} to {}", staged.path.display(), dest.display()))?;
         for gone in &staged.leftovers {
             let _ = std::fs::remove_file(gone);
         }
@@ -214,6 +213,20 @@ fn check_staged(staged: &Staged, file: &ModelFile) -> Result<String> {
     Ok(sha256)
 }
 
+/// A rename; a copy under a temporary name then a rename where `dest` lies on another file
+/// system (a model folder linked elsewhere), so a half-copied file never has the final name.
+fn move_file(from: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            let partial = dest.with_file_name(format!(".{}.partial", dest.file_name().unwrap_or_default().to_string_lossy()));
+            std::fs::copy(from, &partial)?;
+            std::fs::rename(&partial, dest)?;
+            std::fs::remove_file(from)
+        }
+        other => other,
+    }
+}
+
 fn is_sha256(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -228,7 +241,7 @@ fn content_range_total(response: &ureq::Response) -> Option<u64> {
 }
 
 fn holds_partial(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(false, |listing| {
+    std::fs::read_dir(dir).is_ok_and(|listing| {
         listing.flatten().any(|item| {
             let path = item.path();
             if path.is_dir() && !path.is_symlink() {
