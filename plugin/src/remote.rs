@@ -109,6 +109,11 @@ impl Remote {
         self.view.lock().clone()
     }
 
+    /// The view itself, for callbacks that must read it without the remote (hotkeys).
+    pub fn view_handle(&self) -> Arc<Mutex<RemoteView>> {
+        self.view.clone()
+    }
+
     pub fn set_settings(&self, settings: RemoteSettings) {
         *self.settings.lock() = settings;
     }

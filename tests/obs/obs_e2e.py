@@ -436,6 +436,17 @@ def main():
         ok, seen = shows(obs, before if before in PERSONAS else None, 20)
         check(f"TriggerHotkeyByName livetalk.previous: anna → {before} (the engine's list: {names})", ok and engine.status().get("persona") == before, f"last classified {seen}")
 
+        # The properties: the persona list comes from the engine; choosing one switches.
+        items = obs.call("GetInputPropertiesListPropertyItems", inputName=SOURCE, propertyName="persona")["propertyItems"]
+        listed = [i["itemValue"] for i in items]
+        check("the persona property lists the engine's personas", listed == names, f"{listed} vs the engine's {names}")
+        obs.call("SetInputSettings", inputName=SOURCE, inputSettings={"persona": "anna"})
+        ok, seen = shows(obs, "anna", 20)
+        check("choosing persona anna in the properties switches to her", ok, f"last classified {seen}")
+        native = obs.call("GetSourceScreenshot", sourceName=SOURCE, imageFormat="png")["imageData"]
+        size = Image.open(io.BytesIO(base64.b64decode(native.split(",", 1)[1]))).size
+        check("the source outputs at its output-size property (640x360 from the engine's 1280x720)", size == CANVAS, str(size))
+
         if not args.skip_sync:
             sync_check(obs, engine, work)
 

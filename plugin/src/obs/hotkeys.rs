@@ -12,8 +12,9 @@ use std::sync::Arc;
 use obs_wrapper::obs_sys::{self, obs_hotkey_id, obs_hotkey_t};
 use parking_lot::Mutex;
 
-use super::ffi::{cstring, SourcePtr};
-use crate::remote::{Command, Commands};
+use super::ffi::{cstring, set_string, SourcePtr};
+use super::source::key;
+use crate::remote::{step_persona, Command, Commands, RemoteView};
 
 pub const NEXT: &str = "livetalk.next";
 pub const PREVIOUS: &str = "livetalk.previous";
@@ -35,12 +36,16 @@ enum Action {
 pub struct Hotkeys {
     source: SourcePtr,
     commands: Commands,
+    /// The engine's persona list, to resolve next and previous at the press.
+    view: Arc<Mutex<RemoteView>>,
+    /// The persona last chosen for this source (shared with its settings' updates).
+    chosen: Arc<Mutex<Option<String>>>,
     registered: Mutex<HashMap<obs_hotkey_id, (String, Action)>>,
 }
 
 impl Hotkeys {
-    pub fn new(source: SourcePtr, commands: Commands) -> Arc<Hotkeys> {
-        let hotkeys = Arc::new(Hotkeys { source, commands, registered: Mutex::new(HashMap::new()) });
+    pub fn new(source: SourcePtr, commands: Commands, view: Arc<Mutex<RemoteView>>, chosen: Arc<Mutex<Option<String>>>) -> Arc<Hotkeys> {
+        let hotkeys = Arc::new(Hotkeys { source, commands, view, chosen, registered: Mutex::new(HashMap::new()) });
         hotkeys.register(NEXT, "livetalk: next persona", Action::Step(1));
         hotkeys.register(PREVIOUS, "livetalk: previous persona", Action::Step(-1));
         hotkeys
@@ -103,9 +108,28 @@ unsafe extern "C" fn pressed(data: *mut c_void, id: obs_hotkey_id, _hotkey: *mut
     // SAFETY: `data` is the Hotkeys registered above, alive until unregister_all.
     let hotkeys = &*(data as *const Hotkeys);
     let action = hotkeys.registered.lock().get(&id).map(|(_, a)| a.clone());
-    match action {
-        Some(Action::Persona(name)) => hotkeys.commands.send(Command::Switch(name)),
-        Some(Action::Step(step)) => hotkeys.commands.send(Command::Step(step)),
-        None => {}
+    let target = match action {
+        Some(Action::Persona(name)) => Some(name),
+        Some(Action::Step(step)) => {
+            let mut view = hotkeys.view.lock();
+            let target = step_persona(&view, step);
+            // A quick second press steps from here, not from where the engine still is.
+            view.current = target.clone().or(view.current.take());
+            target
+        }
+        None => None,
+    };
+    let Some(target) = target else {
+        log::warn!("no persona list from the engine yet: hotkey ignored");
+        return;
+    };
+    // The settings follow (so the properties show it and a later update does not switch back):
+    // hotkeys run on OBS's UI thread, like the properties.
+    *hotkeys.chosen.lock() = Some(target.clone());
+    let settings = obs_sys::obs_source_get_settings(hotkeys.source.0);
+    if !settings.is_null() {
+        set_string(settings, key::PERSONA, &target);
+        obs_sys::obs_data_release(settings);
     }
+    hotkeys.commands.send(Command::Switch(target));
 }

@@ -45,7 +45,8 @@ pub struct AvatarSource {
     hotkeys: Arc<Hotkeys>,
     play_voice: Arc<AtomicBool>,
     capture: Mutex<Option<Capture>>,
-    last_persona: Mutex<Option<String>>,
+    /// The persona last chosen in the properties or by a hotkey.
+    last_persona: Arc<Mutex<Option<String>>>,
 }
 
 /// Sends the link's output into OBS.
@@ -105,11 +106,12 @@ impl AvatarSource {
                 }
             }),
         )?;
-        let hotkeys = Hotkeys::new(source, remote.commands());
+        let last_persona: Arc<Mutex<Option<String>>> = Arc::default();
+        let hotkeys = Hotkeys::new(source, remote.commands(), remote.view_handle(), last_persona.clone());
         let known = get_string(settings, key::KNOWN_PERSONAS);
         hotkeys.add_personas(known.split(',').map(str::trim).filter(|n| !n.is_empty()).map(|n| (n, n)));
         *slot.lock() = Some(hotkeys.clone());
-        let me = AvatarSource { source, link: Some(link), remote: Some(remote), hotkeys, play_voice, capture: Mutex::new(None), last_persona: Mutex::new(None) };
+        let me = AvatarSource { source, link: Some(link), remote: Some(remote), hotkeys, play_voice, capture: Mutex::new(None), last_persona };
         me.update(settings);
         Ok(me)
     }
@@ -129,7 +131,7 @@ impl AvatarSource {
         let persona = get_string(settings, key::PERSONA);
         let launch = get_bool(settings, key::START_ENGINE).then(|| launcher(&get_string(settings, key::LIVETALK_PATH), &persona));
         self.remote().set_settings(RemoteSettings { launch, ..RemoteSettings::default() });
-        // A persona picked in the properties: switch once (hotkeys switch without touching it).
+        // A persona picked in the properties: switch once (hotkeys set it as they switch).
         let mut last = self.last_persona.lock();
         if !persona.is_empty() && last.as_deref() != Some(persona.as_str()) {
             if last.is_some() || self.remote().view().current.as_deref().is_some_and(|c| c != persona) {
