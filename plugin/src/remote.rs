@@ -236,7 +236,7 @@ impl Worker {
         }
         let launch = self.settings.lock().launch.clone();
         let (Some(launch), None) = (launch, &self.engine) else { return };
-        if !self.unreachable_since.is_some_and(|t| t.elapsed() >= LAUNCH_AFTER) {
+        if self.unreachable_since.is_none_or(|t| t.elapsed() < LAUNCH_AFTER) {
             return;
         }
         let log_file = OpenOptions::new().create(true).append(true).open(&launch.log);

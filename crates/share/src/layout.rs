@@ -144,14 +144,14 @@ unsafe impl Sync for Shm {}
 
 impl Shm {
     pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.map.len());
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.map.len());
         // SAFETY: in bounds, aligned (the mapping is page aligned), and the memory lives as
         // long as `self`; AtomicU32 has the layout of u32.
         unsafe { &*(self.map.as_mut_ptr().add(offset) as *const AtomicU32) }
     }
 
     pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.map.len());
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.map.len());
         // SAFETY: as in `u32_at`.
         unsafe { &*(self.map.as_mut_ptr().add(offset) as *const AtomicU64) }
     }

@@ -257,7 +257,7 @@ impl ShareReader {
             let head = self.shm.slot_header(index);
             let seq = self.shm.u64_at(head + slot::SEQ);
             let before = seq.load(Ordering::Acquire);
-            if before % 2 == 1 {
+            if !before.is_multiple_of(2) {
                 self.torn += 1;
                 continue;
             }
@@ -316,7 +316,7 @@ impl ShareReader {
             // SAFETY: in bounds; validated by the seqlock below.
             unsafe { std::ptr::copy_nonoverlapping(self.shm.bytes(self.shm.block_data(index), samples * 4), data.as_mut_ptr() as *mut u8, samples * 4) };
             fence(Ordering::Acquire);
-            if before % 2 == 1 || seq.load(Ordering::Relaxed) != before || number != block_no {
+            if !before.is_multiple_of(2) || seq.load(Ordering::Relaxed) != before || number != block_no {
                 self.lost_blocks += 1;
                 continue;
             }

@@ -49,7 +49,7 @@ fn serve(socket: &Path) -> ! {
         let value = (n % 251) as u8;
         let frame = VideoFrame::new(320, 180, PixelFormat::Rgba, vec![value; 320 * 180 * 4], pts).unwrap();
         bus.publish(Arc::new(frame));
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             let first = (n / 2 - 1) * 160;
             let samples = (first..first + 160).map(|i| i as f32).collect();
             let _ = audio_tx.try_send(AudioChunk::engine_mono(samples, Duration::from_micros(first * 62_500 / 1000)));
