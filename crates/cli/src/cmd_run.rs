@@ -48,6 +48,12 @@ pub struct RunArgs {
     pub dtype: Option<String>,
     #[command(flatten)]
     pub control_api: crate::cmd_ctl::ControlArgs,
+    /// Do not share frames and audio with the OBS plugin (shared memory on a Unix socket).
+    #[arg(long)]
+    pub no_share: bool,
+    /// The frame share socket (default: $XDG_RUNTIME_DIR/livetalk/frames.sock).
+    #[arg(long, value_name = "PATH")]
+    pub share_socket: Option<PathBuf>,
     #[command(flatten)]
     pub hotkeys: crate::hotkeys::HotkeyArgs,
     /// Also show the avatar as a camera: a v4l2loopback device by label ("livetalk") or path
@@ -112,6 +118,18 @@ fn start_camera(args: &RunArgs, bus: &FrameBus, persona: &livetalk_core::Persona
     Ok(Some(pump))
 }
 
+/// The frame share for the OBS plugin (and any local consumer): the bus as BGRA and the
+/// engine's audio, both with their pts, in shared memory announced on a Unix socket.
+fn start_share(args: &RunArgs, bus: &FrameBus, control: &livetalk_engine::service::EngineControl) -> Result<Option<livetalk_share::ShareServer>> {
+    if args.no_share {
+        return Ok(None);
+    }
+    let options = livetalk_share::ShareOptions { socket: args.share_socket.clone(), ..Default::default() };
+    let server = livetalk_share::ShareServer::start(bus, Some(control.audio_tap(256)), options).context("starting the frame share")?;
+    eprintln!("livetalk: frames shared on {} (the OBS source reads them)", server.socket_path().display());
+    Ok(Some(server))
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
     let lib = presets::library(&args.persona.preset_dirs)?;
     let persona = lib.get(&args.persona.persona)?.clone();
@@ -145,6 +163,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let control = handle.control();
     let _hotkeys = crate::hotkeys::start(&args.hotkeys, &lib, control.clone())?;
     let _control_api = crate::cmd_ctl::start_server(&args.control_api, control.clone(), lib)?;
+    let _share = start_share(&args, &bus, &control)?;
     control.push_audio(&drive.engine.samples).context("feeding the audio")?;
     eprintln!(
         "livetalk: persona {} on the {} engine, driven by {}{}",
