@@ -47,7 +47,10 @@ fn random_encoder(cfg: &Umt5Config) -> anyhow::Result<(Umt5Encoder, VarMap)> {
 fn tmp_path(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("umt5-tests");
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{}-{name}", std::process::id()))
+    // unique per call: the tests of this binary run in parallel threads of one process
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!("{}-{n}-{name}", std::process::id()))
 }
 
 // ---- layout ---------------------------------------------------------------------------------
