@@ -112,7 +112,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("anna.toml"), "display_name = \"Anna\"\nhotkey = \"Ctrl+Alt+1\"").unwrap();
         std::fs::write(dir.join("kai.toml"), "hotkey = \"Ctrl+Alt+2\"").unwrap();
-        let library = PersonaLibrary::discover(&[dir.clone()]).unwrap();
+        let library = PersonaLibrary::discover(std::slice::from_ref(&dir)).unwrap();
         let (bindings, warnings) = Bindings::new(&library, Some("Ctrl+Alt+PageDown".parse().unwrap()), None);
         assert!(warnings.is_empty());
         let request = shortcuts(&bindings, &library);

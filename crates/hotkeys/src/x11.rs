@@ -156,7 +156,7 @@ fn modifier_mask(hotkey: &Hotkey) -> ModMask {
         (hotkey.super_key, ModMask::M4),
     ] {
         if held {
-            mask = mask | bit;
+            mask |= bit;
         }
     }
     mask
