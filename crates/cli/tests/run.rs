@@ -14,7 +14,7 @@ fn frames_rendered(stderr: &str) -> u64 {
 #[test]
 fn run_without_preview_renders_in_real_time() {
     let out = Command::new(BIN)
-        .args(["run", "--no-preview", "--no-control", "--seconds", "3", "--persona", "kai"])
+        .args(["run", "--no-preview", "--no-control", "--no-share", "--seconds", "3", "--persona", "kai"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -45,7 +45,7 @@ fn run_shows_a_preview_window_on_a_real_x_server() {
     let _xvfb = Xvfb(xvfb);
     std::thread::sleep(Duration::from_millis(1500));
     let out = Command::new(BIN)
-        .args(["run", "--no-control", "--seconds", "2"])
+        .args(["run", "--no-control", "--no-share", "--seconds", "2"])
         .env("DISPLAY", &display)
         .output()
         .unwrap();
@@ -56,7 +56,7 @@ fn run_shows_a_preview_window_on_a_real_x_server() {
 
 #[test]
 fn run_without_a_display_says_how_to_proceed() {
-    let out = Command::new(BIN).args(["run", "--no-control", "--seconds", "1"]).env_remove("DISPLAY").output().unwrap();
+    let out = Command::new(BIN).args(["run", "--no-control", "--no-share", "--seconds", "1"]).env_remove("DISPLAY").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.trim().lines().count() == 1 && stderr.contains("--no-preview"), "{stderr}");
