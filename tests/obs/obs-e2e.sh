@@ -29,7 +29,8 @@ fi
 echo "== building livetalk and the OBS plugin"
 nice cargo build --release -p livetalk >&2
 so=$(plugin/build.sh)
-livetalk="$root/target/release/livetalk"
+target=${CARGO_TARGET_DIR:-$root/target}
+livetalk="$target/release/livetalk"
 
 work=$(mktemp -d /tmp/livetalk-obs-e2e.XXXXXX)
 [ -n "${LIVETALK_OBS_KEEP:-}" ] && echo "keeping $work" >&2 || trap 'rm -rf "$work"' EXIT
@@ -37,7 +38,7 @@ export XDG_CONFIG_HOME="$work/config" XDG_RUNTIME_DIR="$work/run"
 mkdir -p "$XDG_CONFIG_HOME" && mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
 packaging/obs/install.sh --so "$so" >/dev/null
 
-venv="${LIVETALK_OBS_VENV:-$root/target/obs-e2e-venv}"
+venv="${LIVETALK_OBS_VENV:-$target/obs-e2e-venv}"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import websocket, PIL' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q websocket-client pillow

@@ -211,6 +211,25 @@ def obs_pids(process):
     return [int(p) for p in out.stdout.split()]
 
 
+def engines_started_by(process):
+    """Process ids of `livetalk run` whose parent is an obs of this test."""
+    obs = set(obs_pids(process))
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if parent in obs and len(argv) > 1 and argv[1] == b"run":
+            found.append(int(entry))
+    return found
+
+
 def stop_obs(process):
     """Ctrl+C for OBS: it closes its window and saves the scene collection; then Xvfb goes."""
     pids = obs_pids(process)
@@ -402,7 +421,7 @@ def main():
     args = parser.parse_args()
     work = args.work
     collection = write_obs_config(work)
-    obs_process, obs, engine = None, None, None
+    obs_process, obs, engine, started = None, None, None, []
     try:
         obs_process, obs = start_obs(work)
         pids = obs_pids(obs_process)
@@ -459,6 +478,14 @@ def main():
         same_obs = obs_pids(obs_process) == pids
         check("a restarted engine is picked up without touching OBS (same OBS process)", ok and same_obs, f"last classified {seen}, obs pids {pids} → {obs_pids(obs_process)}")
 
+        # "Start livetalk when none is running": the source starts the engine itself.
+        engine.kill()
+        shows(obs, "placeholder", 15)
+        obs.call("SetInputSettings", inputName=SOURCE, inputSettings={"start_engine": True, "livetalk_path": args.livetalk})
+        ok, seen = shows(obs, "anna", 60)
+        started = engines_started_by(obs_process)
+        check("with \"Start livetalk\" ticked the source starts an engine itself", ok and len(started) == 1, f"last classified {seen}, engines started by OBS {started}")
+
         # OBS saves the collection on exit: the source's hotkey bindings and personas stay.
         obs.call("TriggerHotkeyByName", hotkeyName="livetalk.persona.kai")
     finally:
@@ -466,6 +493,12 @@ def main():
             engine.kill()
         if obs_process is not None:
             stop_obs(obs_process)
+    if started:
+        gone = wait_for("the started engine to stop", lambda: not any(os.path.exists(f"/proc/{pid}") for pid in started), 20)
+        check("the engine the source started stops with OBS", gone, str(started))
+        for pid in started:
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
     saved = json.load(open(collection))
     avatar = next((s for s in saved["sources"] if s.get("id") == "livetalk_avatar"), {})
     bindings = avatar.get("hotkeys", {})
