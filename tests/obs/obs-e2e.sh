@@ -22,8 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y --no-install-recommends "${need[@]}"
+    # The package lists are usually fresh (scripts/test.sh updated them): update only if needed.
+    $SUDO apt-get install -y --no-install-recommends "${need[@]}" \
+        || { $SUDO apt-get update -qq && $SUDO apt-get install -y --no-install-recommends "${need[@]}"; }
 fi
 
 echo "== building livetalk and the OBS plugin"
