@@ -2,8 +2,9 @@
 //! so portal-based apps (browsers through xdg-desktop-portal's Camera portal), OBS's PipeWire
 //! camera source and `pw-v4l2` can read livetalk without any kernel module.
 //!
-//! The node drives its own graph at the camera's frame rate (a timer triggers `process`, as
-//! PipeWire's video-src example does) and hands out the newest frame the pump wrote. A linked
+//! The node drives its own graph: every frame the pump writes triggers `process` at once (the
+//! pump paces them at the camera's frame rate), so a frame leaves as soon as it is due rather
+//! than up to a frame period later on a free-running timer; lip-sync counts on that. A linked
 //! consumer that is streaming counts as a reader; the pump turns that into [`crate::pump::Demand`].
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -58,6 +59,8 @@ struct Shared {
 pub struct PipeWireCamera {
     shared: Arc<Shared>,
     quit: pw::channel::Sender<()>,
+    /// Tells the loop a new frame is there.
+    written: pw::channel::Sender<()>,
     thread: Option<JoinHandle<()>>,
     frame_len: usize,
     name: String,
@@ -84,12 +87,13 @@ impl PipeWireCamera {
         });
         let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
         let (quit, quit_rx) = pw::channel::channel::<()>();
+        let (written, written_rx) = pw::channel::channel::<()>();
         let thread_shared = shared.clone();
         let thread_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("livetalk-pipewire".into())
             .spawn(move || {
-                if let Err(message) = run_loop(&thread_config, thread_shared.clone(), quit_rx, &ready_tx) {
+                if let Err(message) = run_loop(&thread_config, thread_shared.clone(), quit_rx, written_rx, &ready_tx) {
                     let _ = ready_tx.send(Err(message.clone()));
                     if let Ok(mut failure) = thread_shared.failure.lock() {
                         *failure = Some(message);
@@ -102,7 +106,7 @@ impl PipeWireCamera {
             Ok(Err(message)) => return Err(VcamError::PipeWire(message)),
             Err(_) => return Err(VcamError::PipeWire("PipeWire did not answer within 10 s".into())),
         }
-        Ok(PipeWireCamera { shared, quit, thread: Some(thread), frame_len, name: config.node_name })
+        Ok(PipeWireCamera { shared, quit, written, thread: Some(thread), frame_len, name: config.node_name })
     }
 
     /// The node's id in the PipeWire graph, once the server assigned one.
@@ -132,6 +136,7 @@ impl CameraOutput for PipeWireCamera {
         if let Ok(mut latest) = self.shared.latest.lock() {
             latest.copy_from_slice(frame);
         }
+        let _ = self.written.send(());
         Ok(())
     }
 
@@ -157,6 +162,7 @@ fn run_loop(
     config: &PipeWireConfig,
     shared: Arc<Shared>,
     quit_rx: pw::channel::Receiver<()>,
+    written_rx: pw::channel::Receiver<()>,
     ready: &mpsc::Sender<std::result::Result<(), String>>,
 ) -> std::result::Result<(), String> {
     pw::init();
@@ -237,15 +243,13 @@ fn run_loop(
         )
         .map_err(|e| format!("PipeWire stream connect: {e}"))?;
 
-    // As the driver, the node sets the pace: one process() per frame interval while streaming.
-    let timer_stream = stream.clone();
-    let timer = mainloop.loop_().add_timer(move |_| {
-        if matches!(timer_stream.state(), pw::stream::StreamState::Streaming) {
-            let _ = timer_stream.trigger_process();
+    // As the driver, the node sets the pace: one process() per frame the pump writes.
+    let trigger_stream = stream.clone();
+    let _written = written_rx.attach(mainloop.loop_(), move |()| {
+        if matches!(trigger_stream.state(), pw::stream::StreamState::Streaming) {
+            let _ = trigger_stream.trigger_process();
         }
     });
-    let interval = Duration::from_secs(1) / config.fps.max(1);
-    timer.update_timer(Some(Duration::from_millis(1)), Some(interval)).into_result().map_err(|e| format!("PipeWire timer: {e}"))?;
 
     let quit_loop = mainloop.clone();
     let _quit = quit_rx.attach(mainloop.loop_(), move |()| quit_loop.quit());

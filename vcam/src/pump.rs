@@ -235,6 +235,8 @@ pub struct Timeline {
 
 /// How far ahead of the camera clock frames may be before the clock jumps to them.
 const MAX_LEAD: Duration = Duration::from_secs(2);
+/// How much earlier than expected a frame must come to move the clock.
+const EARLY_TOLERANCE: Duration = Duration::from_millis(4);
 
 impl Timeline {
     pub fn new(delay: Duration) -> Self {
@@ -251,7 +253,13 @@ impl Timeline {
         let pts = frame.pts;
         let restarted = self.newest_pts.is_some_and(|newest| pts < newest);
         let far_ahead = self.media_time(now).is_some_and(|media| pts > media + MAX_LEAD);
-        if self.anchor.is_none() || restarted || far_ahead {
+        // A frame that comes earlier than the clock expects shows the clock runs late (the
+        // first frame came late, e.g. while the engine started): keep the earliest anchor, so
+        // frames are shown L after their pts, as the virtual microphone plays their audio.
+        let early = self.anchor.is_some_and(|(instant, anchor_pts)| {
+            pts >= anchor_pts && now + EARLY_TOLERANCE < instant + (pts - anchor_pts)
+        });
+        if self.anchor.is_none() || restarted || far_ahead || early {
             self.anchor = Some((now, pts));
         }
         self.newest_pts = Some(pts);
@@ -298,6 +306,19 @@ mod tests {
         let expected: Vec<u64> =
             (0..60).map(|k| livetalk_core::clock::source_frame_for_output(k, 30, 16)).collect();
         assert_eq!(shown, expected);
+    }
+
+    #[test]
+    fn a_late_first_frame_does_not_delay_the_later_ones() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut timeline = Timeline::new(Duration::ZERO);
+        // The first frame (pts 0) comes 500 ms late; the next ones on time (pts 1 s at 1 s...).
+        timeline.push(t0 + ms(500), 1, frame(0));
+        timeline.push(t0 + ms(1000), 2, frame(1000));
+        assert_eq!(timeline.pick(t0 + ms(1001)).map(|(seq, _)| seq), Some(2), "shown when it comes, not 500 ms later");
+        timeline.push(t0 + ms(1033), 3, frame(1033));
+        assert_eq!(timeline.pick(t0 + ms(1034)).map(|(seq, _)| seq), Some(3));
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub enum DevCommand {
     /// one line per fixture `NAME  max_err=…  tol=…  PASS|FAIL`; exit status 0 only when at
     /// least one fixture ran and all passed.
     Parity(ParityArgs),
+    /// Measure lip-sync end to end through PipeWire: tone bursts into `livetalk run`, the
+    /// camera node and the virtual microphone read by real consumers; prints the A/V offset and
+    /// mouth-to-camera latency (p50/p95). Needs PipeWire running and a `pipewire` build.
+    Avsync(crate::avsync::AvsyncArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -44,6 +48,7 @@ pub enum DtypeArg {
 pub fn dev(cmd: DevCommand) -> anyhow::Result<()> {
     match cmd {
         DevCommand::Parity(args) => parity_cmd(args),
+        DevCommand::Avsync(args) => crate::avsync::avsync(args),
     }
 }
 

@@ -22,6 +22,8 @@ pub struct RunArgs {
     pub persona: PersonaArgs,
     #[command(flatten)]
     pub drive: drive::DriveArgs,
+    #[command(flatten)]
+    pub audio_io: crate::audio_io::AudioIoArgs,
     /// No preview window (the avatar still runs for the other sinks).
     #[arg(long)]
     pub no_preview: bool,
@@ -133,7 +135,15 @@ fn start_share(args: &RunArgs, bus: &FrameBus, control: &livetalk_engine::servic
 pub fn run(args: RunArgs) -> Result<()> {
     let lib = presets::library(&args.persona.preset_dirs)?;
     let persona = lib.get(&args.persona.persona)?.clone();
-    let drive = drive::resolve(args.drive.text.as_deref(), args.drive.audio.as_deref(), &persona.voice)?;
+    let speaker = crate::audio_io::speaker(&args.audio_io)?;
+    // A live input replaces the greeting; --tts-url speaks --text.
+    let drive = match args.audio_io.is_live() {
+        true => None,
+        false => match crate::audio_io::speak_text(&args.audio_io, &speaker, args.drive.text.as_deref(), &persona.voice)? {
+            Some(spoken) => Some(spoken),
+            None => Some(drive::resolve(args.drive.text.as_deref(), args.drive.audio.as_deref(), &persona.voice)?),
+        },
+    };
     if !args.no_preview && std::env::var_os("DISPLAY").is_none() {
         bail!("no X display for the preview window (DISPLAY is not set): run with --no-preview, or under a desktop session");
     }
@@ -141,8 +151,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let bus = FrameBus::new();
     let camera = start_camera(&args, &bus, &persona).context("opening the camera")?;
     let mut options = EngineOptions::live();
-    options.speech = livetalk_audio::tts::Espeak::find()
-        .map(|e| Arc::new(e) as Arc<dyn livetalk_engine::service::SpeechSynth>);
+    options.speech = speaker.map(|s| s as Arc<dyn livetalk_engine::service::SpeechSynth>);
     let choice = livetalk_engine::livetalk::EngineChoice {
         kind: args.engine.parse().map_err(anyhow::Error::msg)?,
         weights: args.weights.clone(),
@@ -164,12 +173,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     let _hotkeys = crate::hotkeys::start(&args.hotkeys, &lib, control.clone())?;
     let _control_api = crate::cmd_ctl::start_server(&args.control_api, control.clone(), lib)?;
     let _share = start_share(&args, &bus, &control)?;
-    control.push_audio(&drive.engine.samples).context("feeding the audio")?;
+    let live = crate::audio_io::start(&args.audio_io, &control, camera.is_some().then_some(30))?;
+    if let Some(drive) = &drive {
+        control.push_audio(&drive.engine.samples).context("feeding the audio")?;
+    }
     eprintln!(
         "livetalk: persona {} on the {} engine, driven by {}{}",
         persona.name,
         control.status().engine,
-        drive.description,
+        drive.as_ref().map_or("the live input", |d| d.description.as_str()),
         if args.no_preview { "" } else { " — close the window or press Esc to stop" }
     );
 
@@ -184,13 +196,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break Ok(());
             }
+            if let Err(e) = live.check() {
+                break Err(e);
+            }
             if let Some((s, _)) = subscriber.wait_newer(seq, Duration::from_millis(200)) {
                 seq = s;
             }
         }
     } else {
-        preview(&bus, &persona.display_name, deadline)
+        preview(&bus, &persona.display_name, deadline, &live)
     };
+    drop(live);
     let status = control.status();
     if let Some(pump) = camera {
         pump.stop().context("closing the camera")?;
@@ -201,7 +217,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 /// A preview window at the frame size (resizable), refreshed at 30 fps from the bus.
-fn preview(bus: &FrameBus, title: &str, deadline: Option<Instant>) -> Result<()> {
+fn preview(bus: &FrameBus, title: &str, deadline: Option<Instant>, live: &crate::audio_io::LiveAudio) -> Result<()> {
     let subscriber = bus.subscribe();
     let first = subscriber
         .wait_newer(0, Duration::from_secs(10))
@@ -221,6 +237,7 @@ fn preview(bus: &FrameBus, title: &str, deadline: Option<Instant>) -> Result<()>
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        live.check()?;
         if let Some((_, frame)) = subscriber.latest() {
             if frame.width as usize == w && frame.height as usize == h {
                 let rgba = livetalk_core::convert::convert_frame(&frame, PixelFormat::Rgba, ColorSpec::default())?;

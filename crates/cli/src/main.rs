@@ -1,8 +1,10 @@
 //! `livetalk`: a portrait and a voice in, a live talking avatar out.
 //! A thin binary: argument parsing and wiring; the work lives in the library crates.
 
+mod audio_io;
 mod avi;
 mod bench_switch;
+mod avsync;
 mod cmd_bench;
 mod cmd_ctl;
 mod cmd_doctor;

@@ -224,6 +224,25 @@ impl VirtualMic {
     pub fn set_delay(&self, delay: Duration) {
         self.schedule.lock().set_delay(delay);
     }
+
+    /// A handle to change the delay from another thread.
+    pub fn delay_control(&self) -> DelayControl {
+        DelayControl(self.schedule.clone())
+    }
+}
+
+/// Reads and changes a running [`VirtualMic`]'s delay.
+#[derive(Clone)]
+pub struct DelayControl(Arc<Mutex<MicSchedule>>);
+
+impl DelayControl {
+    pub fn get(&self) -> Duration {
+        self.0.lock().delay()
+    }
+
+    pub fn set(&self, delay: Duration) {
+        self.0.lock().set_delay(delay);
+    }
 }
 
 impl Drop for VirtualMic {
@@ -262,6 +281,8 @@ fn strip(e: AudioError) -> String {
 
 #[cfg(feature = "pipewire")]
 fn open_pipewire(schedule: Arc<Mutex<MicSchedule>>) -> Result<Box<dyn Output>, AudioError> {
+    // A PulseAudio fallback source left by a killed run would carry the same name.
+    pulse::unload_leftovers_if_any();
     Ok(Box::new(pipewire::PipeWireMic::start(schedule)?))
 }
 

@@ -56,6 +56,15 @@ fn unload_leftovers() -> Result<(), AudioError> {
     Ok(())
 }
 
+/// The same, quietly, where PulseAudio may not run at all.
+#[cfg_attr(not(feature = "pipewire"), allow(dead_code))]
+pub(super) fn unload_leftovers_if_any() {
+    let answers = Command::new("pactl").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if answers.is_ok_and(|s| s.success()) {
+        let _ = unload_leftovers();
+    }
+}
+
 impl PulseMic {
     pub fn start(schedule: Arc<Mutex<MicSchedule>>) -> Result<Self, AudioError> {
         pactl(&["info"]).map_err(|e| AudioError::VirtualMic(format!("PulseAudio does not answer: {e}")))?;
