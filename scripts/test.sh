@@ -21,3 +21,7 @@ fi
 cargo test --workspace --release "$@"
 # The GlobalShortcuts portal path (opt-in feature): its errors against a bus without a portal.
 cargo test --release -p livetalk-hotkeys --features portal --test portal
+# Audio in and out against real sound servers started in user space (PipeWire, WirePlumber,
+# pipewire-pulse): microphone, virtual microphone, PulseAudio fallback, HTTP TTS, lip-sync.
+# Builds livetalk with the mic and pipewire features; installs its packages.
+bash tests/audio/audio-io.sh

@@ -3,7 +3,7 @@
 #
 # Starts pipewire, wireplumber and pipewire-pulse (a private XDG_RUNTIME_DIR and D-Bus session)
 # and runs the real livetalk binary built with `--features livetalk/pipewire,livetalk/mic`:
-#   - the virtual microphone appears as a source (PipeWire node livetalk-mic, Audio/Source,
+#   - the virtual microphone appears as a source (PipeWire node livetalk-mic, Audio/Source/Virtual,
 #     "livetalk mic"; pactl sees it) and carries audio pushed through the control API and
 #     `livetalk say` speech, read by pw-record;
 #   - espeak-ng speech played into a null sink is captured by the cpal input (--audio-in
@@ -13,9 +13,9 @@
 #     a file's audio and unloads its modules on exit;
 #   - the HTTP TTS adaptor against a small local server speaks --text into the virtual mic;
 #   - lip-sync: `livetalk dev avsync` (tone bursts on stdin, camera node read by pipewiresrc,
-#     virtual mic by pw-record): |median A/V offset| <= 40 ms; prints the offset and the
+#     virtual mic by parecord): |median A/V offset| <= 40 ms; prints the offset and the
 #     mouth-to-camera latency p50/p95.
-# Installs its Debian packages when run as root. Prints "N passed, N failed"; exit 0 = all passed.
+# Installs its Debian packages (sudo when not root). Prints "N passed, N failed"; exit 0 = all passed.
 #   KEEP_WORK=1 keeps the work folder (logs, recordings)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -31,8 +31,9 @@ if [ "${1:-}" != --inner ]; then
   done
   if [ -n "$need" ]; then
     echo "installing:$need"
-    [ -n "$(find /var/lib/apt/lists -name '*Packages*' -newermt '-1 day' 2>/dev/null | head -1)" ] || apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null || exit 1
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    [ -n "$(find /var/lib/apt/lists -name '*Packages*' -newermt '-1 day' 2>/dev/null | head -1)" ] || $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null || exit 1
   fi
   # The real binary with PipeWire and the microphone (kept beside the default build's).
   (cd "$REPO" && cargo build -q --release --bin livetalk --features livetalk/pipewire,livetalk/mic \
@@ -119,7 +120,7 @@ SOCK=$OUT/ctl.sock
 "$LT" run --no-preview --engine cpu --persona kai --audio-in none --virtual-mic --control-socket "$SOCK" --seconds 90 \
   >"$OUT/run-vmic.log" 2>&1 & RUN=$!
 if wait_node livetalk-mic && wait_socket "$SOCK"; then
-  expect virtual-mic-pipewire-node node_props livetalk-mic Audio/Source "livetalk mic"
+  expect virtual-mic-pipewire-node node_props livetalk-mic Audio/Source/Virtual "livetalk mic"
   expect virtual-mic-seen-by-pulse-clients sh -c "pactl list short sources | tee /dev/stderr | grep -q livetalk-mic"
   record "$OUT/pushed.wav" 6 & REC=$!
   sleep 1.5
