@@ -181,7 +181,7 @@ where
 {
     let channels = config.channels.max(1) as usize;
     device.build_input_stream::<T, _, _>(
-        config.clone(),
+        *config,
         move |data: &[T], _| {
             let mono: Vec<f32> = data
                 .chunks(channels)

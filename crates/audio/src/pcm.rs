@@ -200,7 +200,7 @@ impl PcmDecoder {
             let mut sum = 0.0f32;
             for sample in frame.chunks_exact(width) {
                 let value = self.format.encoding.decode(sample);
-                if self.format.encoding == Encoding::F32Le && !(value.abs() <= FLOAT_LIMIT) {
+                if self.format.encoding == Encoding::F32Le && (value.is_nan() || value.abs() > FLOAT_LIMIT) {
                     return Err(self.error(format!(
                         "frame {} holds {value}, which is not a float audio sample: is the data really f32le?",
                         self.frames + out.len() as u64
