@@ -100,7 +100,7 @@ fn spawn_quiet(program: &str, args: &[&str], log: &Path) -> Result<Child> {
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .with_context(|| format!("cannot run {program} (install it: see tests/audio/README.md)"))
+        .with_context(|| format!("cannot run {program} (Debian: gstreamer1.0-tools gstreamer1.0-pipewire pulseaudio-utils pipewire-pulse)"))
 }
 
 fn read_video(mut out: ChildStdout, meter: MouthMeter, log: Arc<Mutex<Arrivals>>) -> std::thread::JoinHandle<()> {
