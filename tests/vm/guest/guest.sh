@@ -211,17 +211,23 @@ if "$S/livetalk" run --help | grep -q -- --hotkeys && [ -n "$(ls $S/presets-me 2
   LT=$!
   i=0; until grep -q "control API on" "$S/livetalk-me.log"; do
     i=$((i+1)); [ $i -gt 600 ] && break; kill -0 $LT 2>/dev/null || break; sleep 0.2; done
-  # grab NAME: 15 frames from the avatar camera, checked by check_persona.py
-  grab() { timeout 90 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video11 -frames:v 15 \
+  # grab NAME PERSONA [FRAMES]: 3 s (or FRAMES) from the avatar camera (nobody reads in between, so the engine idles and
+  # resumes: the last frame must show PERSONA, and no frame may be black), checked by check_persona.py
+  grab() { timeout 90 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video11 -frames:v ${3:-90} \
       -f rawvideo -pix_fmt rgb24 -y "$S/me-$1.rgb" && python3 "$S/check_persona.py" "$S/me-$1.rgb" 640 360 "$2"; }
   switch_to() { XDG_RUNTIME_DIR=/tmp/rt "$S/livetalk" ctl switch "$1" && i=0 && \
       until XDG_RUNTIME_DIR=/tmp/rt "$S/livetalk" ctl status | grep -q "\"persona\": *\"$1\""; do
         i=$((i+1)); [ $i -gt 150 ] && return 1; sleep 0.2; done && sleep 1; }
   expect me-avatar-first grab avatar kai
   expect me-switch-to-webcam switch_to me
-  expect me-webcam-passed-through grab webcam webcam
+  # Emulated, the engine resumes slowly and the 9-frame fade takes seconds: 6 s of frames.
+  expect me-webcam-passed-through grab webcam webcam 180
   expect me-switch-back switch_to kai
   expect me-avatar-again grab again kai
+  # `persona new --camera` takes its photo from the same webcam (a flat picture: no face, centre crop).
+  expect persona-new-camera sh -c "$S/livetalk persona new snap --camera /dev/video12 --dir /tmp/snap > $S/snap.txt 2>&1; rc=\$?; \
+      cat $S/snap.txt; [ \$rc = 0 ] && grep -q 'took a 640x360 picture' $S/snap.txt && grep -q 'no face found' $S/snap.txt && \
+      [ -s /tmp/snap/snap.png ] && grep -q 'image = \"snap.png\"' /tmp/snap/snap.toml"
   grep -E "hotkey|webcam|error" "$S/livetalk-me.log" | tail -5
   kill $LT $FW 2>/dev/null; wait $LT $FW 2>/dev/null
 else fail me-persona "this livetalk has no webcam support or presets-me is missing"; fi
