@@ -523,7 +523,8 @@ impl DitBlock {
         let (shift_msa, scale_msa, gate_msa) = (chunk(&e, 0)?, chunk(&e, 1)?, chunk(&e, 2)?);
         let (shift_mlp, scale_mlp, gate_mlp) = (chunk(&e, 3)?, chunk(&e, 4)?, chunk(&e, 5)?);
 
-        let fused = fused_rows(x);
+        // one decision per forward: the model chose the fused path when it built the RoPE argument
+        let fused = !matches!(rope, RopeArg::Tables(_));
         let norm_mod = |x: &Tensor, shift: &Tensor, scale: &Tensor| -> Result<Tensor> {
             #[cfg(feature = "cuda")]
             if fused {
