@@ -157,8 +157,7 @@ impl Worker {
         }
         if let Some(mut engine) = self.engine.take() {
             log::info!("stopping the engine this source started (pid {})", engine.id());
-            let _ = engine.kill();
-            let _ = engine.wait();
+            stop_engine(&mut engine, ENGINE_STOP_GRACE);
         }
     }
 
@@ -260,6 +259,29 @@ impl Worker {
     }
 }
 
+/// How long an engine this source started gets to stop cleanly after SIGTERM (unload its virtual
+/// microphone, remove its sockets; well under a second normally) before it is killed.
+const ENGINE_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Stops a child engine: SIGTERM, which `livetalk run` answers with a clean stop, then SIGKILL if
+/// it is still there after `grace`. Returns how it ended.
+fn stop_engine(engine: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    use rustix::process::{kill_process, Pid, Signal};
+    if kill_process(Pid::from_child(engine), Signal::TERM).is_ok() {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match engine.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        log::warn!("the engine (pid {}) did not stop within {} s of SIGTERM: killing it", engine.id(), grace.as_secs_f32());
+    }
+    let _ = engine.kill();
+    engine.wait().ok()
+}
+
 /// The persona `step` places after the current one in the engine's list (wrapping).
 pub fn step_persona(view: &RemoteView, step: i32) -> Option<String> {
     let count = view.personas.len() as i64;
@@ -276,6 +298,34 @@ mod tests {
 
     fn persona(name: &str) -> PersonaInfo {
         PersonaInfo { name: name.into(), display_name: name.to_uppercase(), voice: "en".into(), hotkey: None }
+    }
+
+    /// A real child shell that answers SIGTERM as `trap_action` says, once the trap is set.
+    fn child_with_term_trap(trap_action: &str) -> Child {
+        use std::io::BufRead;
+        let script = format!("trap '{trap_action}' TERM; echo ready; while :; do sleep 0.02; done");
+        let mut child = Process::new("sh").args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    }
+
+    #[test]
+    fn an_engine_is_asked_to_stop_with_sigterm_first() {
+        let mut engine = child_with_term_trap("exit 0");
+        let status = stop_engine(&mut engine, Duration::from_secs(20)).unwrap();
+        assert_eq!(status.code(), Some(0), "the engine was not given SIGTERM to stop cleanly: {status}");
+    }
+
+    #[test]
+    fn an_engine_ignoring_sigterm_is_killed_after_the_grace() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut engine = child_with_term_trap("");
+        let asked = Instant::now();
+        let status = stop_engine(&mut engine, Duration::from_millis(300)).unwrap();
+        assert_eq!(status.signal(), Some(9), "{status}");
+        assert!(asked.elapsed() >= Duration::from_millis(300), "killed before the grace ran out");
     }
 
     #[test]

@@ -133,6 +133,8 @@ fn start_share(args: &RunArgs, bus: &FrameBus, control: &livetalk_engine::servic
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    // First, so a stop signal during start-up still ends in the clean stop below.
+    let stop = crate::shutdown::StopSignals::install()?;
     let lib = presets::library(&args.persona.preset_dirs)?;
     let persona = lib.get(&args.persona.persona)?.clone();
     let speaker = crate::audio_io::speaker(&args.audio_io)?;
@@ -170,9 +172,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let handle = EngineService::start(engine, persona.clone(), bus.clone(), options)
         .context("starting the engine")?;
     let control = handle.control();
-    let _hotkeys = crate::hotkeys::start(&args.hotkeys, &lib, control.clone())?;
-    let _control_api = crate::cmd_ctl::start_server(&args.control_api, control.clone(), lib)?;
-    let _share = start_share(&args, &bus, &control)?;
+    let hotkeys = crate::hotkeys::start(&args.hotkeys, &lib, control.clone())?;
+    let control_api = crate::cmd_ctl::start_server(&args.control_api, control.clone(), lib)?;
+    let share = start_share(&args, &bus, &control)?;
     let live = crate::audio_io::start(&args.audio_io, &control, camera.is_some().then_some(30))?;
     if let Some(drive) = &drive {
         control.push_audio(&drive.engine.samples).context("feeding the audio")?;
@@ -193,7 +195,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         subscriber.set_watching(camera.is_none());
         let mut seq = 0;
         loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some_and(|d| Instant::now() >= d) || stop.received().is_some() {
                 break Ok(());
             }
             if let Err(e) = live.check() {
@@ -204,20 +206,25 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
     } else {
-        preview(&bus, &persona.display_name, deadline, &live)
+        preview(&bus, &persona.display_name, deadline, &live, &stop)
     };
-    drop(live);
+    // Nothing new comes in, then the sinks close (the virtual microphone unloads its PulseAudio
+    // modules; the sockets' files go), then the engine stops.
+    drop((hotkeys, control_api, share, live));
     let status = control.status();
     if let Some(pump) = camera {
         pump.stop().context("closing the camera")?;
     }
     handle.stop().context("stopping the engine")?;
-    eprintln!("livetalk: stopped ({} frames rendered)", status.frames_rendered);
+    match stop.received() {
+        Some(signal) => eprintln!("livetalk: stopped on {signal} ({} frames rendered)", status.frames_rendered),
+        None => eprintln!("livetalk: stopped ({} frames rendered)", status.frames_rendered),
+    }
     result
 }
 
 /// A preview window at the frame size (resizable), refreshed at 30 fps from the bus.
-fn preview(bus: &FrameBus, title: &str, deadline: Option<Instant>, live: &crate::audio_io::LiveAudio) -> Result<()> {
+fn preview(bus: &FrameBus, title: &str, deadline: Option<Instant>, live: &crate::audio_io::LiveAudio, stop: &crate::shutdown::StopSignals) -> Result<()> {
     let subscriber = bus.subscribe();
     let first = subscriber
         .wait_newer(0, Duration::from_secs(10))
@@ -234,7 +241,7 @@ fn preview(bus: &FrameBus, title: &str, deadline: Option<Instant>, live: &crate:
     window.set_target_fps(30);
     let mut pixels = vec![0u32; w * h];
     while window.is_open() && !window.is_key_down(minifb::Key::Escape) {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) || stop.received().is_some() {
             break;
         }
         live.check()?;

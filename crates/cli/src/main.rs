@@ -20,6 +20,7 @@ mod download;
 mod drive;
 mod licence;
 mod presets;
+mod shutdown;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,46 @@
+//! Stopping `livetalk run` from outside: Ctrl+C (SIGINT), SIGTERM (systemd, the OBS source that
+//! started the engine) and SIGHUP (the terminal closed). The first one asks the command to stop
+//! cleanly: the engine, the sinks, the virtual microphone's PulseAudio modules and the socket files
+//! all go, and it exits 0. A second one while it is stopping exits at once, with 128 + the
+//! signal's number as a process killed by it would.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::flag;
+
+const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// The stop request the signal handlers raise.
+#[derive(Clone)]
+pub struct StopSignals {
+    requested: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+impl StopSignals {
+    /// Replaces the default action (die on the spot) of the stop signals.
+    pub fn install() -> Result<Self> {
+        let requested = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in STOP_SIGNALS {
+            // Registered first, the shutdown action sees the flag as it was before this signal:
+            // set only when an earlier signal already asked to stop.
+            flag::register_conditional_shutdown(sig, 128 + sig, requested.clone())
+                .and_then(|_| flag::register_usize(sig, signal.clone(), sig as usize))
+                .and_then(|_| flag::register(sig, requested.clone()))
+                .with_context(|| format!("handling {}", signal_hook::low_level::signal_name(sig).unwrap_or("a stop signal")))?;
+        }
+        Ok(StopSignals { requested, signal })
+    }
+
+    /// The signal that asked to stop ("SIGINT", "SIGTERM", "SIGHUP"), if one came.
+    pub fn received(&self) -> Option<&'static str> {
+        if !self.requested.load(Ordering::SeqCst) {
+            return None;
+        }
+        signal_hook::low_level::signal_name(self.signal.load(Ordering::SeqCst) as i32).or(Some("a stop signal"))
+    }
+}
