@@ -5,7 +5,7 @@
 //! atomics and swap settings under a short lock.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +42,10 @@ pub trait Output: Send {
     fn audio(&mut self, audio: &AudioOut);
 }
 
+/// The default sync buffer: the worst lateness measured under load (70 ms on a busy 2-core
+/// machine recording with x264) with room to spare.
+pub const DEFAULT_SYNC_BUFFER: Duration = Duration::from_millis(100);
+
 /// What the link is told by the source's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkSettings {
@@ -53,6 +57,12 @@ pub struct LinkSettings {
     pub stale_after: Duration,
     /// Pause between connection attempts.
     pub retry_every: Duration,
+    /// How long engine frames are held so that late ones still show in step with the voice
+    /// (see `clock`: the sync buffer).
+    pub sync_buffer: Duration,
+    /// Hold a session's audio until OBS has shown its first frame for two video ticks
+    /// ([`LinkShared::video_tick`]): see `Worker::audio_may_flow`.
+    pub audio_after_render: bool,
 }
 
 impl Default for LinkSettings {
@@ -62,6 +72,8 @@ impl Default for LinkSettings {
             size: None,
             stale_after: Duration::from_secs(2),
             retry_every: Duration::from_millis(500),
+            sync_buffer: DEFAULT_SYNC_BUFFER,
+            audio_after_render: false,
         }
     }
 }
@@ -84,9 +96,15 @@ pub struct LinkShared {
     watching: AtomicBool,
     stopping: AtomicBool,
     state: Mutex<LinkState>,
+    video_ticks: AtomicU64,
 }
 
 impl LinkShared {
+    /// Counts OBS's video ticks (the source's `video_tick` callback).
+    pub fn video_tick(&self) {
+        self.video_ticks.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn set_settings(&self, settings: LinkSettings) {
         *self.settings.lock() = settings;
     }
@@ -114,6 +132,7 @@ impl Link {
             watching: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             state: Mutex::new(LinkState::Waiting("starting".into())),
+            video_ticks: AtomicU64::new(0),
         });
         let worker = Worker::new(shared.clone(), output);
         let thread = std::thread::Builder::new().name("livetalk-obs-link".into()).spawn(move || worker.run())?;
@@ -151,6 +170,23 @@ struct Worker {
     scaled: Vec<u8>,
     audio: Vec<AudioPiece>,
     pending_audio: Vec<AudioPiece>,
+    /// While a new session's audio waits for OBS to show its first frame.
+    audio_gate: AudioGate,
+}
+
+/// Why a session's audio waits: OBS places an async source's audio stream once, with the
+/// offset between the last shown frame's stamp and its tick, and then only appends to it
+/// (re-placing only past 70 ms). Audio sent before OBS has shown the session's first frame is
+/// placed with the placeholder's offset instead, off by up to two frames for the whole session
+/// (lips trailing the voice by 53 ms were measured in CI). So audio waits until the first
+/// frame is due and two more ticks have passed (one to pick the frame, one to render it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AudioGate {
+    Open,
+    /// The session's first frame is stamped to show at this clock reading.
+    UntilShown(u64),
+    /// Open from this video tick count.
+    UntilTick(u64),
 }
 
 impl Worker {
@@ -167,6 +203,7 @@ impl Worker {
             scaled: Vec::new(),
             audio: Vec::new(),
             pending_audio: Vec::new(),
+            audio_gate: AudioGate::Open,
         }
     }
 
@@ -244,7 +281,13 @@ impl Worker {
                 self.clock.new_session();
                 self.pending_audio.clear();
             }
-            self.clock.anchor(meta.pts);
+            if !self.clock.is_anchored() {
+                self.clock.anchor(meta.pts, settings.sync_buffer);
+                self.audio_gate = match (settings.audio_after_render, self.clock.stamp(meta.pts)) {
+                    (true, Some(shown_at)) => AudioGate::UntilShown(shown_at),
+                    _ => AudioGate::Open,
+                };
+            }
             self.engine_size = (meta.width, meta.height);
             let timestamp = self.clock.stamp(meta.pts).unwrap_or_else(|| self.clock.now());
             let (width, height, bgra) = match settings.size {
@@ -259,10 +302,10 @@ impl Worker {
         }
         let Some(client) = self.client.as_mut() else { return busy };
         client.reader().read_audio(&mut self.audio);
+        let rate = client.reader().config().audio_rate;
         busy |= !self.audio.is_empty();
         self.pending_audio.append(&mut self.audio);
-        if self.clock.is_anchored() {
-            let rate = client.reader().config().audio_rate;
+        if self.clock.is_anchored() && self.audio_may_flow() {
             for piece in self.pending_audio.drain(..) {
                 if let Some(timestamp) = self.clock.stamp(piece.pts) {
                     self.output.audio(&AudioOut { timestamp, rate, samples: &piece.samples });
@@ -273,6 +316,21 @@ impl Worker {
             self.pending_audio.drain(..extra);
         }
         busy
+    }
+
+    /// Whether the session's audio may go to OBS (see [`AudioGate`]).
+    fn audio_may_flow(&mut self) -> bool {
+        let ticks = self.shared.video_ticks.load(Ordering::SeqCst);
+        if let AudioGate::UntilShown(at) = self.audio_gate {
+            if self.clock.now() >= at {
+                self.audio_gate = AudioGate::UntilTick(ticks + 2);
+            }
+        }
+        match self.audio_gate {
+            AudioGate::UntilTick(tick) if ticks >= tick => self.audio_gate = AudioGate::Open,
+            _ => {}
+        }
+        self.audio_gate == AudioGate::Open
     }
 
     /// Shows the placeholder (once per size: OBS keeps showing an async source's last frame).

@@ -96,11 +96,12 @@ fn placeholder_then_engine_then_placeholder_then_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("livetalk/frames.sock");
     let (tx, rx) = crossbeam_channel::unbounded();
-    let settings = LinkSettings { socket: socket.clone(), size: None, stale_after: Duration::from_secs(1), retry_every: Duration::from_millis(50) };
+    let sync_buffer = Duration::from_millis(100);
+    let settings = LinkSettings { socket: socket.clone(), size: None, stale_after: Duration::from_secs(1), retry_every: Duration::from_millis(50), sync_buffer, audio_after_render: false };
     let link = Link::start(settings, Box::new(Recorder(tx))).unwrap();
 
     // No engine: the placeholder, at the default size.
-    let Out::Video { size, first_pixel, .. } = next_where(&rx, "placeholder", |o| matches!(o, Out::Video { placeholder: true, .. })) else { unreachable!() };
+    let Out::Video { size, first_pixel, timestamp: placeholder_stamp, .. } = next_where(&rx, "placeholder", |o| matches!(o, Out::Video { placeholder: true, .. })) else { unreachable!() };
     assert_eq!(size, (1280, 720));
     assert_eq!(first_pixel, [BACKGROUND[2], BACKGROUND[1], BACKGROUND[0], 255]);
     assert!(matches!(link.shared().state(), LinkState::Waiting(_)));
@@ -124,6 +125,9 @@ fn placeholder_then_engine_then_placeholder_then_reconnect() {
         }
     }
     assert!(matches!(link.shared().state(), LinkState::Connected(pid) if pid == std::process::id()));
+    // The sync buffer: the engine's first frame is stamped that long after the placeholder
+    // (stamped when shown), so OBS holds it and frames up to that late still show in step.
+    assert!(frame_stamps[0].0 >= placeholder_stamp + sync_buffer.as_nanos() as u64, "first frame not held by the sync buffer");
     // One mapping for both: stamp − pts is the same for every frame and every audio block.
     let offset = |(stamp, pts_ms): (u64, u64)| stamp as i128 - pts_ms as i128 * 1_000_000;
     let first = offset(frame_stamps[0]);
@@ -141,4 +145,43 @@ fn placeholder_then_engine_then_placeholder_then_reconnect() {
     let Out::Video { timestamp, .. } = next_where(&rx, "frames from the new engine", |o| matches!(o, Out::Video { placeholder: false, .. })) else { unreachable!() };
     assert!(timestamp > frame_stamps.last().unwrap().0);
     assert!(matches!(link.shared().state(), LinkState::Connected(_)));
+}
+
+/// OBS places a stream's audio by the last frame it showed: a new session's audio waits until
+/// its first frame is due and OBS has ticked twice more, so it is placed by that frame.
+#[test]
+fn audio_waits_until_obs_has_shown_the_first_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("livetalk/frames.sock");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let sync_buffer = Duration::from_millis(60);
+    let settings = LinkSettings { socket: socket.clone(), size: None, stale_after: Duration::from_secs(1), retry_every: Duration::from_millis(50), sync_buffer, audio_after_render: true };
+    let link = Link::start(settings, Box::new(Recorder(tx))).unwrap();
+    next_where(&rx, "placeholder", |o| matches!(o, Out::Video { placeholder: true, .. }));
+    let _engine = Engine::start(&socket);
+    let Out::Video { timestamp: first_frame, first_pixel, .. } = next_where(&rx, "the engine's first frame", |o| matches!(o, Out::Video { placeholder: false, .. })) else { unreachable!() };
+    let frame_offset = first_frame as i128 - first_pixel[2] as i128 * 40 * 1_000_000;
+    let first_frame_seen = Instant::now();
+
+    // No ticks: frames keep coming, audio does not, well past the frame's due time.
+    let until = Instant::now() + sync_buffer + Duration::from_millis(400);
+    let mut frames = 0;
+    while Instant::now() < until {
+        if let Ok(out) = rx.recv_timeout(Duration::from_millis(20)) {
+            match out {
+                Out::Audio { .. } => panic!("audio before OBS showed the first frame"),
+                Out::Video { .. } => frames += 1,
+            }
+        }
+    }
+    assert!(frames >= 5, "frames stopped while audio waited: {frames}");
+
+    // Two ticks after the frame is due: the held audio follows, on the session's mapping.
+    link.shared().video_tick();
+    link.shared().video_tick();
+    let Out::Audio { timestamp, first_sample, .. } = next_where(&rx, "audio after two ticks", |o| matches!(o, Out::Audio { .. })) else { unreachable!() };
+    assert!(first_frame_seen.elapsed() >= sync_buffer);
+    // The held audio keeps the session's mapping: stamp − pts as for the first frame.
+    let audio_offset = timestamp as i128 - first_sample as i128 * 1_000_000;
+    assert!((audio_offset - frame_offset).abs() < 1_000_000, "audio stamped off the session's mapping");
 }

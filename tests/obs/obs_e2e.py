@@ -398,6 +398,7 @@ def sync_check(obs, engine, work):
     check("OBS recorded the scene", path and os.path.exists(path), str(path))
     if not (path and os.path.exists(path)):
         return
+    latency_after = engine.status().get("latency")
     audio_on, video_on, _, _ = analyse_recording(path, work)
     check("the source's voice reaches OBS's mix (3 bursts heard in the recording)", len(audio_on) == 3, f"audio onsets {[round(t, 3) for t in audio_on]}")
     offsets = []
@@ -405,7 +406,7 @@ def sync_check(obs, engine, work):
         near = [v - a for v in video_on if abs(v - a) < 0.5]
         if near:
             offsets.append(min(near, key=abs))
-    detail = f"video−audio offsets {[round(o * 1000) for o in offsets]} ms (engine latency L = {latency}); video onsets {[round(t, 3) for t in video_on]}"
+    detail = f"video−audio offsets {[round(o * 1000) for o in offsets]} ms (engine latency L = {latency} s before recording, {latency_after} s after); video onsets {[round(t, 3) for t in video_on]}"
     # Unsynced, the lips would trail or lead the voice by the engine's latency L (~100 ms).
     check("lips move in step with the voice in OBS's recording (|offset| ≤ 50 ms)", len(offsets) == len(audio_on) == 3 and all(abs(o) <= 0.05 for o in offsets), detail)
 

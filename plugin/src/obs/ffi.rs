@@ -34,6 +34,12 @@ pub unsafe fn get_bool(data: *mut obs_data_t, key: &str) -> bool {
 
 /// # Safety
 /// `data` is a valid obs_data.
+pub unsafe fn get_int(data: *mut obs_data_t, key: &str) -> i64 {
+    obs_sys::obs_data_get_int(data, cstring(key).as_ptr())
+}
+
+/// # Safety
+/// `data` is a valid obs_data.
 pub unsafe fn set_string(data: *mut obs_data_t, key: &str, value: &str) {
     obs_sys::obs_data_set_string(data, cstring(key).as_ptr(), cstring(value).as_ptr())
 }

@@ -7,7 +7,7 @@ use std::os::raw::c_void;
 use obs_wrapper::obs_sys::{self, obs_data_t, obs_properties_t, obs_property_t, obs_source_t};
 
 use super::ffi::{cstring, get_string, source_name};
-use super::source::{driver, key, AvatarSource};
+use super::source::{driver, key, AvatarSource, MAX_SYNC_BUFFER_MS};
 
 const SIZES: [(&str, &str); 5] = [
     ("engine", "As the engine renders"),
@@ -58,6 +58,8 @@ pub unsafe extern "C" fn get_properties(data: *mut c_void) -> *mut obs_propertie
     obs_sys::obs_properties_add_bool(props, cstring(key::PLAY_VOICE).as_ptr(), cstring("Play the avatar's voice through this source (in sync with the lips)").as_ptr());
 
     add_list(props, key::SIZE, "Output size", &SIZES.map(|(v, l)| (v.to_string(), l.to_string())));
+    let buffer = obs_sys::obs_properties_add_int_slider(props, cstring(key::SYNC_BUFFER_MS).as_ptr(), cstring("Sync buffer (ms)").as_ptr(), 0, MAX_SYNC_BUFFER_MS as i32, 10);
+    obs_sys::obs_property_set_long_description(buffer, cstring("Holds the avatar's frames this long so that frames delayed by a busy machine still show in step with the voice. Raise it if the lips trail the voice; lower it for less delay.").as_ptr());
 
     obs_sys::obs_properties_add_text(props, cstring(key::SAY_TEXT).as_ptr(), cstring("Say").as_ptr(), obs_sys::obs_text_type_OBS_TEXT_MULTILINE);
     obs_sys::obs_properties_add_button(props, cstring("say").as_ptr(), cstring("Say it").as_ptr(), Some(say_clicked));

@@ -8,12 +8,13 @@ use std::os::raw::{c_char, c_void};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use obs_wrapper::obs_sys::{self, obs_data_t, obs_source_info, obs_source_t};
 use parking_lot::Mutex;
 
 use super::capture::Capture;
-use super::ffi::{get_bool, get_string, set_string, SourcePtr};
+use super::ffi::{get_bool, get_int, get_string, set_string, SourcePtr};
 use super::hotkeys::Hotkeys;
 use crate::link::{AudioOut, Link, LinkSettings, Output, VideoOut};
 use crate::remote::{Command, Launcher, Remote, RemoteSettings};
@@ -25,11 +26,15 @@ pub mod key {
     pub const AUDIO_SOURCE: &str = "audio_source";
     pub const PLAY_VOICE: &str = "play_voice";
     pub const SIZE: &str = "size";
+    pub const SYNC_BUFFER_MS: &str = "sync_buffer_ms";
     pub const SAY_TEXT: &str = "say_text";
     pub const START_ENGINE: &str = "start_engine";
     pub const LIVETALK_PATH: &str = "livetalk_path";
     pub const KNOWN_PERSONAS: &str = "known_personas";
 }
+
+/// The largest sync buffer the property offers, ms.
+pub const MAX_SYNC_BUFFER_MS: i64 = 500;
 
 /// Driver values.
 pub mod driver {
@@ -124,8 +129,9 @@ impl AvatarSource {
     /// `settings` is valid for the call.
     unsafe fn update(&self, settings: *mut obs_data_t) {
         let size = parse_size(&get_string(settings, key::SIZE));
+        let sync_buffer = Duration::from_millis(get_int(settings, key::SYNC_BUFFER_MS).clamp(0, MAX_SYNC_BUFFER_MS) as u64);
         if let Some(link) = &self.link {
-            link.shared().set_settings(LinkSettings { size, ..LinkSettings::default() });
+            link.shared().set_settings(LinkSettings { size, sync_buffer, audio_after_render: true, ..LinkSettings::default() });
         }
         self.play_voice.store(get_bool(settings, key::PLAY_VOICE), Ordering::Relaxed);
         let persona = get_string(settings, key::PERSONA);
@@ -254,6 +260,7 @@ pub fn source_info() -> obs_source_info {
         get_properties: Some(super::properties::get_properties),
         update: Some(update),
         show: Some(show),
+        video_tick: Some(video_tick),
         hide: Some(hide),
         save: Some(save),
         icon_type: obs_sys::obs_icon_type_OBS_ICON_TYPE_CAMERA,
@@ -287,6 +294,12 @@ unsafe extern "C" fn update(data: *mut c_void, settings: *mut obs_data_t) {
     }
 }
 
+unsafe extern "C" fn video_tick(data: *mut c_void, _seconds: f32) {
+    if let Some(link) = (data as *const AvatarSource).as_ref().and_then(|me| me.link.as_ref()) {
+        link.shared().video_tick();
+    }
+}
+
 unsafe extern "C" fn show(data: *mut c_void) {
     if let Some(link) = (data as *const AvatarSource).as_ref().and_then(|me| me.link.as_ref()) {
         link.shared().set_watching(true);
@@ -314,6 +327,7 @@ unsafe extern "C" fn get_defaults(settings: *mut obs_data_t) {
     set(key::SAY_TEXT, "Hello! I am your livetalk avatar.");
     set(key::LIVETALK_PATH, "livetalk");
     obs_sys::obs_data_set_default_bool(settings, super::ffi::cstring(key::PLAY_VOICE).as_ptr(), true);
+    obs_sys::obs_data_set_default_int(settings, super::ffi::cstring(key::SYNC_BUFFER_MS).as_ptr(), crate::link::DEFAULT_SYNC_BUFFER.as_millis() as i64);
     obs_sys::obs_data_set_default_bool(settings, super::ffi::cstring(key::START_ENGINE).as_ptr(), false);
 }
 
