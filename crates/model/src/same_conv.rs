@@ -8,6 +8,10 @@
 //! every tap is the same matrix shifted by a constant number of rows. The taps are laid side by
 //! side (`[rows, k*k*C]`, coalesced copies) and multiplied once with the `[k*k*C, O]` weights;
 //! the pixels of the padding border are computed and dropped.
+//!
+//! On CUDA (bf16/f16) [`SameConv::forward_nhwc`] runs cuDNN's convolution with the bias,
+//! residual and ReLU fused ([`crate::cuda::conv`]); the matrix product above stays the CPU path
+//! and the reference the CUDA path is tested against.
 
 use candle_core::{Result, Tensor, D};
 
@@ -15,6 +19,9 @@ use candle_core::{Result, Tensor, D};
 #[derive(Clone, Debug)]
 pub(crate) struct SameConv {
     matrix: Tensor,
+    /// `[O, kh, kw, C]` for cuDNN (CUDA devices only).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    krsc: Option<Tensor>,
     kh: usize,
     kw: usize,
 }
@@ -27,7 +34,37 @@ impl SameConv {
             .permute((2, 3, 1, 0))?
             .reshape((kh * kw * c, o))?
             .contiguous()?;
-        Ok(Self { matrix, kh, kw })
+        let krsc = match weight.device() {
+            candle_core::Device::Cuda(_) => Some(weight.permute((0, 2, 3, 1))?.contiguous()?),
+            _ => None,
+        };
+        Ok(Self { matrix, krsc, kh, kw })
+    }
+
+    /// `relu?(conv(x) + bias? + residual?)` for channels-last `x: [N, H, W, C]` -> `[N, H, W,
+    /// O]`; `bias: [O]`, `residual: [N, H, W, O]`.
+    pub(crate) fn forward_nhwc(&self, x: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(krsc) = &self.krsc {
+            if crate::cuda::conv::unavailable_reason(x.dtype()).is_none() {
+                if let Some(y) = crate::cuda::conv::conv2d_nhwc(x, krsc, bias, residual, relu)? {
+                    return Ok(y);
+                }
+            }
+        }
+        let padded = self.pad(x)?;
+        let (n, hp, wp, _) = padded.dims4()?;
+        let mut y = self.crop(&self.grid_product(&padded)?, n, hp, wp)?;
+        if let Some(b) = bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(r) = residual {
+            y = (y + r)?;
+        }
+        if relu {
+            y = y.relu()?;
+        }
+        Ok(y)
     }
 
     /// Pads `x: [..., H, W, C]` for this kernel: `[..., H + kh-1, W + kw-1, C]`.
@@ -71,9 +108,7 @@ impl SameConv {
 
     /// Convolution of NCHW frames `[N, C, H, W]` -> `[N, O, H, W]` (no bias).
     pub(crate) fn forward_nchw(&self, x: &Tensor) -> Result<Tensor> {
-        let padded = self.pad(&x.permute((0, 2, 3, 1))?)?;
-        let (n, hp, wp, _) = padded.dims4()?;
-        let y = self.crop(&self.grid_product(&padded)?, n, hp, wp)?;
+        let y = self.forward_nhwc(&x.permute((0, 2, 3, 1))?, None, None, false)?;
         y.permute((0, 3, 1, 2))?.contiguous()
     }
 }

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
@@ -184,30 +184,26 @@ impl TaehvConfig {
     }
 }
 
-/// 3x3 convolution with padding 1 (keys `weight`, optional `bias`), computed as one
-/// channels-last matrix product.
+/// 3x3 convolution with padding 1 (keys `weight`, optional `bias`) on channels-last frames
+/// ([`SameConv`]: cuDNN with a fused epilogue on CUDA, one matrix product elsewhere).
 #[derive(Clone, Debug)]
 struct Conv3x3 {
     conv: SameConv,
-    /// `[1, O, 1, 1]`.
+    /// `[O]`.
     bias: Option<Tensor>,
 }
 
-impl Module for Conv3x3 {
-    /// `x`: `[N, C, H, W]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward_nchw(x)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+impl Conv3x3 {
+    /// `relu?(conv(x) + bias + residual?)` for `x: [N, H, W, C]`.
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        self.conv.forward_nhwc(x, self.bias.as_ref(), residual, relu)
     }
 }
 
 fn conv3x3(c_in: usize, c_out: usize, bias: bool, vb: VarBuilder) -> Result<Conv3x3> {
     let weight = vb.get((c_out, c_in, 3, 3), "weight")?;
     let bias = match bias {
-        true => Some(vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?),
+        true => Some(vb.get(c_out, "bias")?),
         false => None,
     };
     Ok(Conv3x3 {
@@ -234,20 +230,19 @@ impl MemBlock {
         })
     }
 
-    /// `x`, `past`: `[N*T, C, H, W]`.
+    /// `x`, `past`: `[N*T, H, W, C]`.
     fn forward(&self, x: &Tensor, past: &Tensor) -> Result<Tensor> {
-        let h = self.convs[0]
-            .forward(&Tensor::cat(&[x, past], 1)?)?
-            .relu()?;
-        let h = self.convs[1].forward(&h)?.relu()?;
-        (self.convs[2].forward(&h)? + x)?.relu()
+        let h = self.convs[0].forward(&Tensor::cat(&[x, past], 3)?, None, true)?;
+        let h = self.convs[1].forward(&h, None, true)?;
+        self.convs[2].forward(&h, Some(x), true)
     }
 }
 
 /// 1x1 conv `C -> C*stride`; output channel block k becomes time step k.
 #[derive(Clone, Debug)]
 struct TGrow {
-    weight: Tensor,
+    /// `[C, C*stride]`: channels-last pixels times this matrix.
+    matrix: Tensor,
     stride: usize,
 }
 
@@ -269,7 +264,7 @@ impl TGrow {
             }
         };
         Ok(Self {
-            weight: weight.contiguous()?,
+            matrix: weight.reshape((rows, c))?.t()?.contiguous()?,
             stride,
         })
     }
@@ -413,27 +408,37 @@ impl TaehvDecoder {
 
     /// Runs all blocks on `x: [N, T, C, h, w]`, continuing from `memory` (the previous time
     /// step of each MemBlock, zeros when absent); returns the raw, untrimmed, unclamped frames
-    /// `[N, T*t_upscale, 3, H, W]`.
+    /// `[N, T*t_upscale, 3, H, W]`. Inside, frames are channels-last `[N*T, H, W, C]`: what
+    /// cuDNN's fast convolutions want, and TGrow becomes a plain matrix product.
     fn run(&self, x: &Tensor, memory: &mut Memory) -> Result<Tensor> {
         let (n, mut t, c, h, w) = x.dims5()?;
         memory.past.resize(self.blocks.len(), None);
-        let mut x = x.to_dtype(self.dtype)?.reshape((n * t, c, h, w))?;
-        for (block, past) in self.blocks.iter().zip(memory.past.iter_mut()) {
+        let mut x = x
+            .to_dtype(self.dtype)?
+            .reshape((n * t, c, h, w))?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?;
+        let mut blocks = self.blocks.iter().zip(memory.past.iter_mut()).peekable();
+        while let Some((block, past)) = blocks.next() {
             x = match block {
                 Block::SoftClamp => ((x / 3.0)?.tanh()? * 3.0)?,
-                Block::Conv(conv) => conv.forward(&x)?,
+                Block::Conv(conv) => {
+                    // A ReLU right after the convolution runs in its epilogue.
+                    let relu = matches!(blocks.peek(), Some((Block::Relu, _)));
+                    if relu {
+                        blocks.next();
+                    }
+                    conv.forward(&x, None, relu)?
+                }
                 Block::Relu => x.relu()?,
                 Block::Upsample(1) => x,
-                Block::Upsample(f) => {
-                    let (_, _, h, w) = x.dims4()?;
-                    x.upsample_nearest2d(h * f, w * f)?
-                }
+                Block::Upsample(f) => upsample_nearest_nhwc(&x, *f)?,
                 Block::Mem(mem) => {
-                    let (_, c, h, w) = x.dims4()?;
-                    let steps = x.reshape((n, t, c, h, w))?;
+                    let (_, h, w, c) = x.dims4()?;
+                    let steps = x.reshape((n, t, h, w, c))?;
                     let before = match past.take() {
                         Some(p) => p,
-                        None => Tensor::zeros((n, 1, c, h, w), x.dtype(), x.device())?,
+                        None => Tensor::zeros((n, 1, h, w, c), x.dtype(), x.device())?,
                     };
                     // The input one time step back: [before, x_0, ..., x_{T-2}].
                     let shifted = match t {
@@ -441,16 +446,19 @@ impl TaehvDecoder {
                         _ => Tensor::cat(&[&before, &steps.narrow(1, 0, t - 1)?], 1)?,
                     };
                     *past = Some(steps.narrow(1, t - 1, 1)?);
-                    mem.forward(&x, &shifted.reshape((n * t, c, h, w))?)?
+                    mem.forward(&x, &shifted.reshape((n * t, h, w, c))?)?
                 }
                 Block::TGrow(g) => {
-                    let (_, c, h, w) = x.dims4()?;
-                    let y = x.conv2d(&g.weight, 0, 1, 1, 1)?;
+                    let (nt, h, w, c) = x.dims4()?;
+                    let y = x.reshape((nt * h * w, c))?.matmul(&g.matrix)?;
                     t *= g.stride;
-                    y.reshape((n * t, c, h, w))?
+                    y.reshape((nt, h, w, g.stride, c))?
+                        .permute((0, 3, 1, 2, 4))?
+                        .reshape((n * t, h, w, c))?
                 }
             };
         }
+        let x = x.permute((0, 3, 1, 2))?;
         let (_, c, h, w) = x.dims4()?;
         pixel_shuffle(&x, self.cfg.patch_size)?.reshape((
             n,
@@ -460,6 +468,14 @@ impl TaehvDecoder {
             w * self.cfg.patch_size,
         ))
     }
+}
+
+/// Nearest-neighbour upscaling of channels-last frames `[B, H, W, C]` by `f` in H and W.
+fn upsample_nearest_nhwc(x: &Tensor, f: usize) -> Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    x.reshape((b, h, 1, w, 1, c))?
+        .broadcast_as((b, h, f, w, f, c))?
+        .reshape((b, h * f, w * f, c))
 }
 
 /// `[B, C*p*p, H, W] -> [B, C, H*p, W*p]` (identity for p = 1).

@@ -19,31 +19,32 @@ fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
     }
 }
 
-/// Device address of `t`'s first element (bf16). The tensor must stay alive until the kernel
-/// ran; everything here runs on the device's one stream, so stream order keeps it valid.
-fn ptr(t: &Tensor, stream: &CudaStream) -> Result<u64> {
-    if t.dtype() != DType::BF16 {
-        candle_core::bail!("fused kernel: expected bf16, got {:?}", t.dtype());
+/// Device address of `t`'s first element, checked to be of type `T`. The tensor must stay
+/// alive until the kernel ran; everything here runs on the device's one stream, so stream order
+/// keeps it valid.
+pub(crate) fn typed_ptr<T>(t: &Tensor, stream: &CudaStream) -> Result<u64>
+where
+    T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr + candle_core::WithDType,
+{
+    if t.dtype() != T::DTYPE {
+        candle_core::bail!("fused kernel: expected {:?}, got {:?}", T::DTYPE, t.dtype());
     }
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         Storage::Cuda(c) => {
-            let (p, _sync) = c.as_cuda_slice::<bf16>()?.device_ptr(stream);
-            Ok(p + layout.start_offset() as u64 * 2)
+            let (p, _sync) = c.as_cuda_slice::<T>()?.device_ptr(stream);
+            Ok(p + (layout.start_offset() * std::mem::size_of::<T>()) as u64)
         }
         _ => candle_core::bail!("fused kernel: tensor is not on a CUDA device"),
     }
 }
 
+fn ptr(t: &Tensor, stream: &CudaStream) -> Result<u64> {
+    typed_ptr::<bf16>(t, stream)
+}
+
 fn f64_ptr(t: &Tensor, stream: &CudaStream) -> Result<u64> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cuda(c) => {
-            let (p, _sync) = c.as_cuda_slice::<f64>()?.device_ptr(stream);
-            Ok(p + layout.start_offset() as u64 * 8)
-        }
-        _ => candle_core::bail!("fused kernel: tensor is not on a CUDA device"),
-    }
+    typed_ptr::<f64>(t, stream)
 }
 
 fn rows_config(rows: usize) -> LaunchConfig {

@@ -3,5 +3,7 @@
 //! when the tensors live on a CUDA device and the library is present.
 
 mod cudnn_ffi;
+mod cudnn_graph;
+pub mod conv;
 pub mod sdpa;
 pub mod fused;
