@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// KV cache and decoder, interleaved block by block.
     #[arg(long, default_value_t = 1)]
     pub streams: usize,
+    /// LiveTalk: the decoder turning latents into frames (full size, random weights): TAEHV, or
+    /// the Wan2.1 VAE's cached causal decoder (the reference's 20.6 fps figure decodes with it).
+    #[arg(long, default_value = "taehv", value_parser = ["taehv", "wan-vae"])]
+    pub decoder: String,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -77,7 +81,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Some(path) => Some(DitConfig::from_json_file(path).with_context(|| format!("reading {}", path.display()))?),
         None => None,
     };
-    let opts = LiveTalkBenchOptions { device, dtype, size: args.side, blocks: args.blocks.max(1), text_len: 512, config, streams: args.streams };
+    let decoder = args.decoder.parse().map_err(anyhow::Error::msg)?;
+    // decoding on a second stream overlaps the next block's DiT passes only on a GPU
+    let overlap_decode = device.is_cuda();
+    let opts = LiveTalkBenchOptions {
+        device,
+        dtype,
+        size: args.side,
+        blocks: args.blocks.max(1),
+        text_len: 512,
+        config,
+        streams: args.streams,
+        decoder,
+        overlap_decode,
+    };
     let report = bench_livetalk(&opts)?;
     println!("{report}");
     Ok(())

@@ -1,6 +1,8 @@
 //! `livetalk bench --engine livetalk`: the full-size LiveTalk model with random weights (no files
 //! needed) streaming in steady state: the KV window full and evicting, 4 denoising passes + the
-//! t=0 refresh pass per block of 3 latent frames, TAEHV decoding each latent as it is ready.
+//! t=0 refresh pass per block of 3 latent frames, each latent decoded as it is ready by the
+//! full-size TAEHV (default) or the Wan2.1 VAE's cached causal decoder (`--decoder wan-vae`: what
+//! the reference's 20.6 fps figure decodes with), both with random weights.
 //!
 //! Figures: video fps, first-frame latency (a fresh stream: first block generated and its first
 //! frame decoded), the per-block split (DiT passes, decode), and achieved TFLOP/s against the
@@ -11,10 +13,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use livetalk_model::dit::{flops_per_forward, CausalWanModel, DitConfig};
+use livetalk_model::dit::{flops_per_forward, CausalWanModel, DitConfig, RandomInit};
 use livetalk_model::taehv::{TaehvConfig, TaehvDecoder};
+use livetalk_model::wan_vae::{WanVae, WanVaeConfig};
 
 use crate::generator::{GeneratorConfig, SeededNoise, StreamGenerator};
+use crate::livetalk::{BlockDecoder, DecoderKind};
 
 #[derive(Debug, Clone)]
 pub struct LiveTalkBenchOptions {
@@ -31,11 +35,17 @@ pub struct LiveTalkBenchOptions {
     /// Also measure this many independent streams (personas) sharing the GPU, interleaved block
     /// by block (0 or 1: skip).
     pub streams: usize,
+    /// Which decoder turns the latents into frames.
+    pub decoder: DecoderKind,
+    /// Also measure the block period with decoding in a second thread (on a second CUDA stream
+    /// when the device is a GPU), overlapped with the next block's DiT passes.
+    pub overlap_decode: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct LiveTalkBenchReport {
     pub device: String,
+    pub decoder: DecoderKind,
     pub dtype: DType,
     pub size: usize,
     pub blocks: usize,
@@ -47,9 +57,16 @@ pub struct LiveTalkBenchReport {
     pub flops_per_block: f64,
     /// Host time to enqueue a block's DiT passes (no sync): close to the DiT time = host-bound.
     pub enqueue_ms: Vec<f64>,
-    /// Steady-state block period with TAEHV decoding on a second CUDA stream, overlapped with the
-    /// next block's DiT passes (CUDA only).
+    /// Video frames decoded in the measured blocks and their size (width, height).
+    pub frames_decoded: usize,
+    pub frame_size: (usize, usize),
+    /// Mean pixel value (in [0, 1]) of the last measured block's frames.
+    pub pixel_mean: f64,
+    /// Steady-state block period with decoding on a second thread (and CUDA stream), overlapped
+    /// with the next block's DiT passes (when asked for).
     pub overlapped_block_ms: Option<f64>,
+    /// Video frames the overlapped decoder produced in its measured blocks.
+    pub overlapped_frames_decoded: usize,
     /// With `streams` streams interleaved: (streams, fps of each stream).
     pub multi_stream: Option<(usize, f64)>,
     /// Self-attention at the window-full shape, alone: ms per call and TFLOP/s.
@@ -89,19 +106,21 @@ impl LiveTalkBenchReport {
 impl std::fmt::Display for LiveTalkBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let dit = median(&self.dit_ms);
-        writeln!(f, "livetalk engine, {} {:?}, {}x{}, steady state (window full, evicting), {} blocks", self.device, self.dtype, self.size, self.size, self.blocks)?;
+        writeln!(f, "livetalk engine, {} {:?}, {}x{}, {} decoder, steady state (window full, evicting), {} blocks", self.device, self.dtype, self.size, self.size, self.decoder, self.blocks)?;
         writeln!(f, "  video fps            {:.1}", self.fps())?;
         if let Some(p) = self.overlapped_block_ms {
             writeln!(f, "    decode overlapped on a 2nd stream: {p:.1} ms per block; sequential {:.1} fps", self.sequential_fps())?;
         }
         if let Some((n, fps)) = self.multi_stream {
-            writeln!(f, "  {n} streams interleaved: {fps:.1} fps each (DiT + TAEHV decode per stream)")?;
+            writeln!(f, "  {n} streams interleaved: {fps:.1} fps each (DiT + {} decode per stream)", self.decoder)?;
         }
         writeln!(f, "  first frame          {:.0} ms", self.first_frame_ms)?;
         writeln!(f, "  block (12 frames)    {:.1} ms median (sequential)", median(&self.block_ms))?;
         writeln!(f, "    host enqueue       {:.1} ms of the DiT time (no sync)", median(&self.enqueue_ms))?;
         writeln!(f, "    DiT 5 passes       {:.1} ms ({:.1} ms per pass)", dit, dit / 5.0)?;
-        writeln!(f, "    TAEHV decode       {:.1} ms", median(&self.decode_ms))?;
+        writeln!(f, "    {:<19}{:.1} ms", format!("{} decode", self.decoder), median(&self.decode_ms))?;
+        let (w, h) = self.frame_size;
+        writeln!(f, "  decoded frames       {} of {w}x{h}, pixel mean {:.3}", self.frames_decoded, self.pixel_mean)?;
         writeln!(f, "  DiT matmul FLOPs     {:.1} TFLOP per block, {:.0} TFLOP/s achieved", self.flops_per_block / 1e12, self.flops_per_block / (dit / 1e3) / 1e12)?;
         let a = &self.attention;
         let (sq, skv, h, d) = a.shape;
@@ -115,10 +134,13 @@ impl std::fmt::Display for LiveTalkBenchReport {
 }
 
 pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTalkBenchReport> {
+    if opts.blocks == 0 {
+        candle_core::bail!("bench: at least one block must be measured");
+    }
     let dev = &opts.device;
     let cfg = opts.config.clone().unwrap_or_else(DitConfig::livetalk_1_3b);
     let dit = Arc::new(CausalWanModel::random(&cfg, opts.dtype, dev, 0)?);
-    let taehv = random_taehv(opts.dtype, dev)?;
+    let decoders = RandomDecoder::new(opts.decoder, opts.dtype, dev)?;
     let gen_cfg = GeneratorConfig::default();
     let latent = opts.size / 8;
     let ref_latent = Tensor::randn(0f32, 1.0, (1, 1, 16, latent, latent), dev)?;
@@ -131,38 +153,36 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
     let sync = || dev.synchronize();
 
     let mut generator = StreamGenerator::new(dit.clone(), gen_cfg.clone(), &ref_latent, &prompt, Box::new(SeededNoise::new(1)))?;
-    let mut decoder = taehv.stream_decoder();
+    let mut decoder = decoders.stream();
     // First frame of a fresh stream (weights resident, caches empty): one block + one latent decoded.
     // A throwaway block first, so one-time kernel loading is not counted.
     {
         let mut warm = StreamGenerator::new(dit.clone(), gen_cfg.clone(), &ref_latent, &prompt, Box::new(SeededNoise::new(2)))?;
         let x = warm.generate_block(audio.as_ref())?;
-        taehv.stream_decoder().push(&x.narrow(1, 0, 1)?.to_dtype(opts.dtype)?)?;
+        decode_block(&mut decoders.stream(), &x.narrow(1, 0, 1)?, opts.dtype)?;
         sync()?;
     }
     let start = Instant::now();
     let x = generator.generate_block(audio.as_ref())?;
-    decoder.push(&x.narrow(1, 0, 1)?.to_dtype(opts.dtype)?)?;
+    decode_block(&mut decoder, &x.narrow(1, 0, 1)?, opts.dtype)?;
     sync()?;
     let first_frame_ms = start.elapsed().as_secs_f64() * 1e3;
-    for i in 1..f {
-        decoder.push(&x.narrow(1, i, 1)?.to_dtype(opts.dtype)?)?;
-    }
+    decode_block(&mut decoder, &x.narrow(1, 1, f - 1)?, opts.dtype)?;
 
     // Warm up until the window is full and evicting, then measure.
     let blocks_to_fill = (gen_cfg.local_attn_size as usize).div_ceil(f) + 1;
     let (mut block_ms, mut dit_ms, mut decode_ms) = (Vec::new(), Vec::new(), Vec::new());
     let mut gpu_memory = None;
     let mut enqueue_ms = Vec::new();
+    let mut frames_decoded = 0;
+    let mut last_video = None;
     for b in 0..blocks_to_fill + opts.blocks {
         let t0 = Instant::now();
         let x = generator.generate_block(audio.as_ref())?;
         let enqueued = t0.elapsed().as_secs_f64() * 1e3;
         sync()?;
         let t1 = Instant::now();
-        for i in 0..f {
-            decoder.push(&x.narrow(1, i, 1)?.to_dtype(opts.dtype)?)?;
-        }
+        let video = decode_block(&mut decoder, &x, opts.dtype)?;
         sync()?;
         let t2 = Instant::now();
         gpu_memory = gpu_memory.max(gpu_memory_in_use(dev));
@@ -171,10 +191,15 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
             dit_ms.push((t1 - t0).as_secs_f64() * 1e3);
             decode_ms.push((t2 - t1).as_secs_f64() * 1e3);
             block_ms.push((t2 - t0).as_secs_f64() * 1e3);
+            frames_decoded += video.dim(1)?;
+            last_video = Some(video);
         }
     }
-    let overlapped_block_ms = if dev.is_cuda() {
-        Some(overlapped_period(&mut generator, audio.as_ref(), opts.dtype, f, opts.blocks)?)
+    let last_video = last_video.expect("blocks >= 1 is checked above");
+    let (_, _, _, height, width) = last_video.dims5()?;
+    let pixel_mean = last_video.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
+    let overlapped = if opts.overlap_decode {
+        Some(overlapped_period(&mut generator, audio.as_ref(), dev, opts.dtype, opts.decoder, opts.blocks)?)
     } else {
         None
     };
@@ -182,7 +207,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         let mut streams = (0..opts.streams)
             .map(|i| {
                 let g = StreamGenerator::new(dit.clone(), gen_cfg.clone(), &ref_latent, &prompt, Box::new(SeededNoise::new(10 + i as u64)))?;
-                Ok((g, taehv.stream_decoder()))
+                Ok((g, decoders.stream()))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let mut start = Instant::now();
@@ -193,9 +218,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
             }
             for (g, d) in streams.iter_mut() {
                 let x = g.generate_block(audio.as_ref())?;
-                for i in 0..f {
-                    d.push(&x.narrow(1, i, 1)?.to_dtype(opts.dtype)?)?;
-                }
+                decode_block(d, &x, opts.dtype)?;
             }
         }
         sync()?;
@@ -211,6 +234,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
     let cross_attention_ms = bench_attention(dev, opts.dtype, f * tokens, opts.text_len, cfg.num_heads, cfg.head_dim())?.ms;
     Ok(LiveTalkBenchReport {
         device: format!("{:?}", dev.location()),
+        decoder: opts.decoder,
         dtype: opts.dtype,
         size: opts.size,
         blocks: opts.blocks,
@@ -221,7 +245,11 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         decode_ms,
         flops_per_block,
         enqueue_ms,
-        overlapped_block_ms,
+        frames_decoded,
+        frame_size: (width, height),
+        pixel_mean,
+        overlapped_block_ms: overlapped.map(|(ms, _)| ms),
+        overlapped_frames_decoded: overlapped.map_or(0, |(_, frames)| frames),
         multi_stream,
         attention,
         cross_attention_ms,
@@ -230,34 +258,42 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
     })
 }
 
-/// Steady-state block period with the decoder on its own CUDA stream (a second candle device
-/// on the same GPU) in its own thread, decoding block k while block k+1 is generated.
+/// Decodes a block's latents `[1, F, C, h, w]` one latent at a time, as the generator makes
+/// them ready; returns the video `[1, T, 3, H, W]` (left on the device, not synced).
+fn decode_block(decoder: &mut BlockDecoder, x: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+    let videos = (0..x.dim(1)?)
+        .map(|i| decoder.decode_video(&x.narrow(1, i, 1)?.to_dtype(dtype)?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&videos, 1)
+}
+
+/// Steady-state block period (ms) and the frames decoded in the measured blocks, with the
+/// decoder in its own thread decoding block k while block k+1 is generated; on a GPU, on its
+/// own CUDA stream (a second candle device on the same GPU).
 fn overlapped_period(
     generator: &mut StreamGenerator,
     audio: Option<&Tensor>,
+    dev: &Device,
     dtype: DType,
-    f: usize,
+    kind: DecoderKind,
     blocks: usize,
-) -> candle_core::Result<f64> {
-    let dec_dev = Device::new_cuda_with_stream(0)?;
+) -> candle_core::Result<(f64, usize)> {
+    let dec_dev = if dev.is_cuda() { Device::new_cuda_with_stream(0)? } else { dev.clone() };
     #[cfg(feature = "cuda")]
     if let Device::Cuda(d) = &dec_dev {
         // one stream per candle device; cross-stream order is kept by the syncs below
         unsafe { d.disable_event_tracking() };
     }
-    let taehv = random_taehv(dtype, &dec_dev)?;
+    let mut decoder = RandomDecoder::new(kind, dtype, &dec_dev)?.stream();
     let (to_decoder, latents) = crossbeam_channel::bounded::<Tensor>(1);
-    let (done_tx, done) = crossbeam_channel::unbounded::<candle_core::Result<()>>();
+    let (done_tx, done) = crossbeam_channel::unbounded::<candle_core::Result<usize>>();
     let worker_dev = dec_dev.clone();
     let worker = std::thread::spawn(move || {
-        let mut decoder = taehv.stream_decoder();
         for x in latents {
-            let r = (|| {
-                for i in 0..f {
-                    decoder.push(&x.narrow(1, i, 1)?.to_dtype(dtype)?)?;
-                }
-                worker_dev.synchronize()
-            })();
+            let r = decode_block(&mut decoder, &x, dtype).and_then(|video| {
+                worker_dev.synchronize()?;
+                video.dim(1)
+            });
             if done_tx.send(r).is_err() {
                 break;
             }
@@ -280,12 +316,13 @@ fn overlapped_period(
         to_decoder.send(x).map_err(candle_core::Error::wrap)?;
     }
     drop(to_decoder);
+    let mut frames = 0;
     for _ in 0..blocks {
-        done.recv().map_err(candle_core::Error::wrap)??;
+        frames += done.recv().map_err(candle_core::Error::wrap)??;
     }
     let period = start.elapsed().as_secs_f64() * 1e3 / blocks as f64;
     let _ = worker.join();
-    Ok(period)
+    Ok((period, frames))
 }
 
 /// Times the model's attention (`livetalk_model::dit::attend`: fused on CUDA bf16) alone at one
@@ -321,6 +358,34 @@ fn gpu_memory_in_use(dev: &Device) -> Option<u64> {
     }
     let _ = dev;
     None
+}
+
+/// A full-size decoder with random weights; every stream decodes with its own [`BlockDecoder`].
+enum RandomDecoder {
+    Taehv(Arc<TaehvDecoder>),
+    WanVae(Arc<WanVae>),
+}
+
+impl RandomDecoder {
+    fn new(kind: DecoderKind, dtype: DType, dev: &Device) -> candle_core::Result<Self> {
+        Ok(match kind {
+            DecoderKind::Taehv => RandomDecoder::Taehv(Arc::new(random_taehv(dtype, dev)?)),
+            DecoderKind::WanVae => RandomDecoder::WanVae(Arc::new(random_wan_vae(dtype, dev)?)),
+        })
+    }
+
+    fn stream(&self) -> BlockDecoder {
+        match self {
+            RandomDecoder::Taehv(m) => BlockDecoder::taehv(m),
+            RandomDecoder::WanVae(m) => BlockDecoder::wan_vae(m),
+        }
+    }
+}
+
+/// The published Wan2.1 VAE with random weights (shapes from its config). The encoder is built
+/// too: `livetalk run` keeps it resident to encode the reference picture.
+fn random_wan_vae(dtype: DType, dev: &Device) -> candle_core::Result<WanVae> {
+    WanVae::new(&WanVaeConfig::wan21(), VarBuilder::from_backend(Box::new(RandomInit), dtype, dev.clone()))
 }
 
 /// The full-size TAEW2.1 decoder with random weights shaped as the published file's.

@@ -30,6 +30,15 @@ impl std::str::FromStr for DecoderKind {
     }
 }
 
+impl std::fmt::Display for DecoderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DecoderKind::Taehv => "TAEHV",
+            DecoderKind::WanVae => "Wan VAE",
+        })
+    }
+}
+
 /// RGB frames of one block: `frames` images of `height x width x 3` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RgbFrames {
@@ -74,11 +83,16 @@ impl BlockDecoder {
     /// Decodes the next block's latents `[1, F, C, h, w]` into its frames (`[0, 1]` pixels
     /// as bytes, `(v*255)` truncated like the reference's writer).
     pub fn decode(&mut self, latents: &Tensor) -> Result<RgbFrames> {
-        let video = match &mut self.inner {
-            Inner::Taehv(d) => d.push(latents)?,
-            Inner::Vae(d) => d.push(latents)?.affine(0.5, 0.5)?.clamp(0f32, 1f32)?,
-        };
-        to_rgb(&video)
+        to_rgb(&self.decode_video(latents)?)
+    }
+
+    /// Decodes the next latents `[1, F, C, h, w]` into video `[1, T, 3, H, W]` in [0, 1], left
+    /// on the device (no sync: the benchmark times decoding without the host copy).
+    pub fn decode_video(&mut self, latents: &Tensor) -> Result<Tensor> {
+        match &mut self.inner {
+            Inner::Taehv(d) => d.push(latents),
+            Inner::Vae(d) => d.push(latents)?.affine(0.5, 0.5)?.clamp(0f32, 1f32),
+        }
     }
 }
 
