@@ -11,6 +11,10 @@
 #   - an unknown device name is one error listing the devices;
 #   - the PulseAudio fallback (--virtual-mic pulse, through pipewire-pulse's pactl/pacat) carries
 #     a file's audio and unloads its modules on exit;
+#   - Ctrl+C (SIGINT), SIGTERM and SIGHUP (not under nohup) stop a run serving the PulseAudio
+#     virtual mic, the control API and the frame share cleanly: exit 0 within 5 s, "stopped on
+#     SIGx", its modules (and only those) unloaded, both socket files gone; a second signal exits
+#     at once (128 + signal);
 #   - the HTTP TTS adaptor against a small local server speaks --text into the virtual mic;
 #   - lip-sync: `livetalk dev avsync` (tone bursts on stdin, camera node read by pipewiresrc,
 #     virtual mic by parecord): |median A/V offset| <= 40 ms; prints the offset and the
@@ -168,6 +172,72 @@ timeout 6 parecord -d livetalk-mic --rate=16000 --channels=1 --format=s16le --fi
 expect pulse-virtual-mic-carries-the-file python3 "$OUT/analyse.py" tone "$OUT/pulse.wav" 660 1.5
 wait $RUN; rc=$?
 expect pulse-modules-unloaded-on-exit sh -c "[ $rc = 0 ] && ! pactl list short modules | grep -E 'livetalk-mic'"
+
+echo "== stopping: Ctrl+C (SIGINT), SIGTERM and SIGHUP stop cleanly; a second signal exits at once t=${SECONDS}s"
+# A module livetalk did not load: a stop must leave it alone.
+NOT_OURS=$(pactl load-module module-null-sink sink_name=not-livetalk)
+# start_stopped_run NAME [WRAPPER...]: `livetalk run` with the PulseAudio virtual mic, the control
+# API and the frame share; returns once all three serve, with RUN (its pid) and MODULES (what it
+# loaded) set.
+start_stopped_run() {
+  local name=$1; shift
+  "$@" "$LT" run --no-preview --engine cpu --audio-in none --virtual-mic pulse --control-socket "$OUT/$name.sock" \
+    --share-socket "$OUT/$name-frames.sock" >"$OUT/$name.log" 2>&1 & RUN=$!
+  wait_socket "$OUT/$name.sock" || return 1
+  i=0; until pactl list short sources | grep -q livetalk-mic; do i=$((i+1)); [ $i -gt 50 ] && return 1; sleep 0.2; done
+  [ -S "$OUT/$name-frames.sock" ] || return 1
+  MODULES=$(pactl list short modules | grep livetalk-mic | cut -f1 | tr '\n' ' ')
+  echo "serving (pid $RUN); its modules: $MODULES"
+}
+# stopped_within SECONDS: waits for RUN to exit (SIGKILL after SECONDS), sets RC and TOOK (ms).
+stopped_within() {
+  local asked; asked=$(date +%s%N)
+  (sleep "$1"; kill -KILL $RUN 2>/dev/null) & local watchdog=$!
+  wait $RUN; RC=$?
+  TOOK=$(( ($(date +%s%N) - asked) / 1000000 ))
+  kill $watchdog 2>/dev/null; wait $watchdog 2>/dev/null
+  echo "exit status $RC, ${TOOK} ms after the signal"
+}
+stops_cleanly_on() {  # stops_cleanly_on INT|TERM|HUP [WRAPPER...]: the signal, or SIGTERM after a SIGHUP under nohup
+  local name=stop-$1${2:+-$2} sig=$1
+  start_stopped_run $name "${@:2}" || { tail -5 "$OUT/$name.log"; kill $RUN; return 1; }
+  if [ "${2:-}" = nohup ]; then
+    kill -HUP $RUN; sleep 1
+    "$LT" ctl --socket "$OUT/$name.sock" status >/dev/null || { echo "SIGHUP under nohup stopped it"; return 1; }
+    echo "SIGHUP under nohup: still serving"; sig=TERM
+  fi
+  kill -$sig $RUN
+  stopped_within 5
+  tail -1 "$OUT/$name.log"
+  [ $RC = 0 ] || return 1
+  [ "$(grep -c '^livetalk: stopped on SIG'$sig' (' "$OUT/$name.log")" = 1 ] || { echo "no stop line"; return 1; }
+  for m in $MODULES; do
+    pactl list short modules | grep -q "^$m[[:space:]]" && { echo "module $m still loaded"; return 1; }
+  done
+  ! pactl list short modules | grep livetalk-mic || return 1
+  pactl list short modules | grep -q sink_name=not-livetalk || { echo "it unloaded a module it did not load"; return 1; }
+  [ ! -e "$OUT/$name.sock" ] || { echo "the control socket file is left"; return 1; }
+  [ ! -e "$OUT/$name-frames.sock" ] || { echo "the frame share socket file is left"; return 1; }
+}
+expect sigint-stops-cleanly stops_cleanly_on INT
+expect sigterm-stops-cleanly stops_cleanly_on TERM
+expect sighup-stops-cleanly stops_cleanly_on HUP
+expect sighup-under-nohup-keeps-it-running stops_cleanly_on HUP nohup
+# Two standard signals of one kind may merge into one; SIGINT and SIGTERM back to back are surely
+# two, the second arriving long before a clean stop could end.
+second_signal_exits_at_once() {
+  start_stopped_run stop-twice || { tail -5 "$OUT/stop-twice.log"; kill $RUN; return 1; }
+  kill -INT $RUN; kill -TERM $RUN
+  stopped_within 5
+  # what the interrupted stop left: the next run would unload it by name, the test does it now
+  for m in $MODULES; do pactl unload-module $m 2>/dev/null; done
+  cat "$OUT/stop-twice.log"
+  # 128 + the second signal's number; when both are pending at once, which handler runs second is
+  # the kernel's choice
+  { [ $RC = 130 ] || [ $RC = 143 ]; } && ! grep -q '^livetalk: stopped' "$OUT/stop-twice.log"
+}
+expect second-signal-exits-at-once second_signal_exits_at_once
+pactl unload-module "$NOT_OURS"
 
 echo "== the HTTP TTS adaptor against a local service t=${SECONDS}s"
 cat >"$OUT/tts-server.py" <<'EOF'

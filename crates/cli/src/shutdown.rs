@@ -1,8 +1,8 @@
 //! Stopping `livetalk run` from outside: Ctrl+C (SIGINT), SIGTERM (systemd, the OBS source that
-//! started the engine) and SIGHUP (the terminal closed). The first one asks the command to stop
-//! cleanly: the engine, the sinks, the virtual microphone's PulseAudio modules and the socket files
-//! all go, and it exits 0. A second one while it is stopping exits at once, with 128 + the
-//! signal's number as a process killed by it would.
+//! started the engine) and SIGHUP (the terminal closed; left ignored under `nohup`). The first
+//! one asks the command to stop cleanly: the engine, the sinks, the virtual microphone's
+//! PulseAudio modules and the socket files all go, and it exits 0. A second one while it is
+//! stopping exits at once, with 128 + the signal's number as a process killed by it would.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,9 @@ impl StopSignals {
         let requested = Arc::new(AtomicBool::new(false));
         let signal = Arc::new(AtomicUsize::new(0));
         for sig in STOP_SIGNALS {
+            if sig == SIGHUP && ignored_at_start(sig) {
+                continue;
+            }
             // Registered first, the shutdown action sees the flag as it was before this signal:
             // set only when an earlier signal already asked to stop.
             flag::register_conditional_shutdown(sig, 128 + sig, requested.clone())
@@ -43,4 +46,12 @@ impl StopSignals {
         }
         signal_hook::low_level::signal_name(self.signal.load(Ordering::SeqCst) as i32).or(Some("a stop signal"))
     }
+}
+
+/// Whether `sig` was ignored when the process started (`nohup` ignores SIGHUP), read from the
+/// SigIgn mask of /proc/self/status.
+fn ignored_at_start(sig: i32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
+    mask.is_some_and(|m| m & (1 << (sig - 1)) != 0)
 }
