@@ -41,16 +41,6 @@ impl SameConv {
         Ok(Self { matrix, krsc, kh, kw })
     }
 
-    /// Whether [`SameConv::forward_nhwc`] runs fused (cuDNN) for `dtype` here.
-    pub(crate) fn fused_ready(&self, dtype: candle_core::DType) -> bool {
-        #[cfg(feature = "cuda")]
-        if self.krsc.is_some() {
-            return crate::cuda::conv::unavailable_reason(dtype).is_none();
-        }
-        let _ = dtype;
-        false
-    }
-
     /// `relu?(conv(x) + bias? + residual?)` for channels-last `x: [N, H, W, C]` -> `[N, H, W,
     /// O]`; `bias: [O]`, `residual: [N, H, W, O]`.
     pub(crate) fn forward_nhwc(&self, x: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {

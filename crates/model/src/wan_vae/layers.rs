@@ -128,9 +128,6 @@ impl CausalConv3d {
             .into());
         }
         let t_out = (t - kt) / self.stride_t + 1;
-        if self.stride_t == 1 && self.taps[0].fused_ready(x.dtype()) {
-            return self.forward_fused(&x, t_out);
-        }
         // Channels-last and spatially padded once for all taps: [B, T, Hp, Wp, C].
         let padded = self.taps[0].pad(&x.permute((0, 1, 3, 4, 2))?)?;
         let (b, _, hp, wp, c) = padded.dims5()?;
@@ -159,28 +156,6 @@ impl CausalConv3d {
             .permute((0, 1, 4, 2, 3))?
             .contiguous()?
             .broadcast_add(&self.bias)
-    }
-
-    /// The same sum on the fused path (cuDNN): each tap's convolution adds the previous taps'
-    /// sum as its residual (the first one the bias), so no partial sum is written twice.
-    fn forward_fused(&self, x: &Tensor, t_out: usize) -> Result<Tensor> {
-        let frames = x.permute((0, 1, 3, 4, 2))?.contiguous()?; // [B, T, H, W, C]
-        let (b, _, h, w, c) = frames.dims5()?;
-        let bias = self.bias.flatten_all()?;
-        let mut sum: Option<Tensor> = None;
-        for (k, tap) in self.taps.iter().enumerate() {
-            let input = frames.narrow(1, k, t_out)?.reshape((b * t_out, h, w, c))?;
-            let (bias, residual) = match &sum {
-                None => (Some(&bias), None),
-                Some(s) => (None, Some(s)),
-            };
-            sum = Some(tap.forward_nhwc(&input, bias, residual, false)?);
-        }
-        let Some(y) = sum else {
-            return Err(VaeError::Input("causal conv without temporal taps".into()).into());
-        };
-        let o = y.dim(3)?;
-        y.reshape((b, t_out, h, w, o))?.permute((0, 1, 4, 2, 3))?.contiguous()
     }
 
     /// Forward with the reference's per-conv cache: use the previous chunk's last frames as
