@@ -76,6 +76,9 @@ pub struct LiveTalkBenchReport {
     pub num_layers: usize,
     /// Most GPU memory in use seen after a block (CUDA only; the pool keeps its peak), bytes.
     pub gpu_memory_bytes: Option<u64>,
+    /// GPU memory in use when the bench started (the CUDA context), bytes: what the model's
+    /// own figure is measured above, comparable with PyTorch's peak allocated memory.
+    pub gpu_context_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,9 +129,16 @@ impl std::fmt::Display for LiveTalkBenchReport {
         let (sq, skv, h, d) = a.shape;
         writeln!(f, "  attention ({})  q {sq} x kv {skv}, {h} heads x {d}: {:.2} ms, {:.0} TFLOP/s", a.path, a.ms, a.tflops)?;
         writeln!(f, "    per pass (x{} layers, + cross-attention {:.2} ms): {:.1} ms", self.num_layers, self.cross_attention_ms, self.num_layers as f64 * (a.ms + self.cross_attention_ms))?;
-        match self.gpu_memory_bytes {
-            Some(b) => write!(f, "  GPU memory in use    {:.2} GB (max after a block)", b as f64 / 1e9),
-            None => write!(f, "  GPU memory in use    n/a"),
+        match (self.gpu_memory_bytes, self.gpu_context_bytes) {
+            (Some(b), Some(ctx)) => write!(
+                f,
+                "  GPU memory in use    {:.2} GB (max after a block); {:.2} GB above the {:.2} GB the CUDA context held at start",
+                b as f64 / 1e9,
+                b.saturating_sub(ctx) as f64 / 1e9,
+                ctx as f64 / 1e9
+            ),
+            (Some(b), None) => write!(f, "  GPU memory in use    {:.2} GB (max after a block)", b as f64 / 1e9),
+            _ => write!(f, "  GPU memory in use    n/a"),
         }
     }
 }
@@ -138,6 +148,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         candle_core::bail!("bench: at least one block must be measured");
     }
     let dev = &opts.device;
+    let gpu_context = gpu_memory_in_use(dev);
     let cfg = opts.config.clone().unwrap_or_else(DitConfig::livetalk_1_3b);
     let dit = Arc::new(CausalWanModel::random(&cfg, opts.dtype, dev, 0)?);
     let decoders = RandomDecoder::new(opts.decoder, opts.dtype, dev)?;
@@ -255,6 +266,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         cross_attention_ms,
         num_layers: cfg.num_layers,
         gpu_memory_bytes: gpu_memory,
+        gpu_context_bytes: gpu_context,
     })
 }
 

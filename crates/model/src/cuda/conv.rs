@@ -63,7 +63,7 @@ fn build_plan(api: &'static ffi::Api, handle: ffi::Handle, key: &PlanKey) -> std
     let y = g.tensor(Some(UID_Y), dt, y_dims, y_strides, false)?;
     let stages = usize::from(ep.bias) + usize::from(ep.residual) + usize::from(ep.relu);
     // Each stage writes a float virtual tensor, the last one the real output.
-    let mut next_out = |g: &mut Builder, left: &mut usize| -> std::result::Result<usize, String> {
+    let next_out = |g: &mut Builder, left: &mut usize| -> std::result::Result<usize, String> {
         *left -= 1;
         if *left == 0 {
             Ok(y)
