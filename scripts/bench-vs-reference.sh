@@ -91,6 +91,13 @@ ours_out=$("${launch[@]}" "$bin" bench --engine livetalk "${ours_args[@]}" --blo
 ours_rc=$?
 ours_mem=$(mem_stop)
 printf '%s\n' "$ours_out" | tee -a "$log"
+# Ours with the Wan VAE too when the reference measures it: each ratio compares the same decoder.
+ours_wan_out=
+if [[ ",$decoders," == *,wan,* ]]; then
+  echo "== ours: $bin bench --engine livetalk ${ours_args[*]} --blocks $blocks --decoder wan-vae" | tee -a "$log"
+  ours_wan_out=$("${launch[@]}" "$bin" bench --engine livetalk "${ours_args[@]}" --blocks "$blocks" --decoder wan-vae 2>&1)
+  printf '%s\n' "$ours_wan_out" | tee -a "$log"
+fi
 
 echo "== reference: $py scripts/reference_bench.py ${ref_args[*]} --blocks $blocks --decoders $decoders" | tee -a "$log"
 mem_start
@@ -100,7 +107,7 @@ ref_mem=$(mem_stop)
 printf '%s\n' "$ref_out" | tee -a "$log" | grep -v '^REFERENCE_RESULT ' | tail -25
 printf '%s\n' "$ref_out" | grep '^REFERENCE_RESULT '
 
-OURS_OUT=$ours_out OURS_RC=$ours_rc OURS_MEM=$ours_mem REF_OUT=$ref_out REF_RC=$ref_rc REF_MEM=$ref_mem \
+OURS_OUT=$ours_out OURS_WAN_OUT=$ours_wan_out OURS_RC=$ours_rc OURS_MEM=$ours_mem REF_OUT=$ref_out REF_RC=$ref_rc REF_MEM=$ref_mem \
 "$py" - <<'EOF' | tee -a "$log"
 import json, os, re, sys
 
@@ -120,6 +127,11 @@ ours = dict(
     peak_gpu_mib_nvidia_smi=mib(os.environ["OURS_MEM"]),
     exit_code=int(os.environ["OURS_RC"]),
 )
+ours_wan_text = os.environ.get("OURS_WAN_OUT", "")
+ours_fps = {"taehv": ours["fps"], "wan": number(r"video fps\s+([\d.]+)", ours_wan_text)}
+if ours_wan_text:
+    ours["fps_wan_vae"] = ours_fps["wan"]
+    ours["decode_ms_wan_vae"] = number(r"Wan VAE decode\s+([\d.]+) ms", ours_wan_text)
 print("OURS_RESULT " + json.dumps(ours))
 refs = {}
 for line in os.environ["REF_OUT"].splitlines():
@@ -130,7 +142,9 @@ compare = dict(ours_fps=ours["fps"], reference_peak_gpu_mib_nvidia_smi=mib(os.en
                reference_exit_code=int(os.environ["REF_RC"]))
 for name, r in refs.items():
     compare[f"reference_fps_{name}"] = r["fps"]
-    compare[f"ratio_vs_{name}"] = ours["fps"] / r["fps"] if ours["fps"] and r["fps"] else None
+    mine = ours_fps.get(name)
+    compare[f"ours_fps_{name}"] = mine
+    compare[f"ratio_{name}"] = mine / r["fps"] if mine and r["fps"] else None
 print("COMPARE " + json.dumps(compare))
 if ours["fps"] and "taehv" in refs:
     r = refs["taehv"]
