@@ -50,12 +50,15 @@ impl Timestamps {
     }
 
     /// Fixes the session's offset so that `pts` (the session's first frame) is stamped
-    /// `buffer` from now (see the module docs: the sync buffer).
-    pub fn anchor(&mut self, pts: Duration, buffer: Duration) {
-        if self.offset.is_none() {
-            let shown_at = self.now() + buffer.as_nanos() as u64;
-            self.offset = Some(shown_at.saturating_sub(pts.as_nanos() as u64));
+    /// `buffer` from now (see the module docs: the sync buffer); true when this started the
+    /// session, false when it was already anchored.
+    pub fn anchor(&mut self, pts: Duration, buffer: Duration) -> bool {
+        if self.offset.is_some() {
+            return false;
         }
+        let shown_at = self.now() + buffer.as_nanos() as u64;
+        self.offset = Some(shown_at.saturating_sub(pts.as_nanos() as u64));
+        true
     }
 
     /// The stamp of `pts` in this session (`None` before the session's first frame).
@@ -78,7 +81,7 @@ mod tests {
         assert_eq!(audio - frame, 500_000_000);
         assert!(frame >= BASE_NS && frame <= clock.now());
         // A second anchor in the same session changes nothing.
-        clock.anchor(Duration::from_secs(9), Duration::ZERO);
+        assert!(!clock.anchor(Duration::from_secs(9), Duration::ZERO));
         assert_eq!(clock.stamp(Duration::from_secs(3)), Some(frame));
     }
 

@@ -281,8 +281,7 @@ impl Worker {
                 self.clock.new_session();
                 self.pending_audio.clear();
             }
-            if !self.clock.is_anchored() {
-                self.clock.anchor(meta.pts, settings.sync_buffer);
+            if self.clock.anchor(meta.pts, settings.sync_buffer) {
                 self.audio_gate = match (settings.audio_after_render, self.clock.stamp(meta.pts)) {
                     (true, Some(shown_at)) => AudioGate::UntilShown(shown_at),
                     _ => AudioGate::Open,

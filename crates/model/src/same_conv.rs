@@ -46,10 +46,8 @@ impl SameConv {
     pub(crate) fn forward_nhwc(&self, x: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
         if let Some(krsc) = &self.krsc {
-            if crate::cuda::conv::unavailable_reason(x.dtype()).is_none() {
-                if let Some(y) = crate::cuda::conv::conv2d_nhwc(x, krsc, bias, residual, relu)? {
-                    return Ok(y);
-                }
+            if let Some(y) = crate::cuda::conv::conv2d_nhwc(x, krsc, bias, residual, relu)? {
+                return Ok(y);
             }
         }
         let padded = self.pad(x)?;

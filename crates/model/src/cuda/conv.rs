@@ -61,53 +61,37 @@ fn build_plan(api: &'static ffi::Api, handle: ffi::Handle, key: &PlanKey) -> std
     let y_dims = [n, o, h, w];
     let y_strides = nhwc_strides(h, w, o);
     let y = g.tensor(Some(UID_Y), dt, y_dims, y_strides, false)?;
-    let stages = usize::from(ep.bias) + usize::from(ep.residual) + usize::from(ep.relu);
-    // Each stage writes a float virtual tensor, the last one the real output.
-    let next_out = |g: &mut Builder, left: &mut usize| -> std::result::Result<usize, String> {
-        *left -= 1;
-        if *left == 0 {
-            Ok(y)
-        } else {
-            g.virt(y_dims, y_strides, f32t)
-        }
-    };
-    let mut left = stages + 1;
-    let mut ops = Vec::new();
-    let mut t = next_out(&mut g, &mut left)?;
-    ops.push(g.conv_fprop(x, wt, t, [kh / 2, kw / 2])?);
+    // Epilogue stages in order; each writes a float virtual tensor, the last one the output.
+    let mut stages = Vec::new();
     if ep.bias {
-        let b = g.tensor(Some(UID_BIAS), dt, [1, o, 1, 1], [o, 1, o, o], false)?;
-        let out = next_out(&mut g, &mut left)?;
-        ops.push(g.pointwise(ffi::PW_ADD, t, Some(b), out)?);
-        t = out;
+        stages.push((ffi::PW_ADD, Some(g.tensor(Some(UID_BIAS), dt, [1, o, 1, 1], [o, 1, o, o], false)?)));
     }
     if ep.residual {
-        let r = g.tensor(Some(UID_RESIDUAL), dt, y_dims, y_strides, false)?;
-        let out = next_out(&mut g, &mut left)?;
-        ops.push(g.pointwise(ffi::PW_ADD, t, Some(r), out)?);
-        t = out;
+        stages.push((ffi::PW_ADD, Some(g.tensor(Some(UID_RESIDUAL), dt, y_dims, y_strides, false)?)));
     }
     if ep.relu {
-        let out = next_out(&mut g, &mut left)?;
-        ops.push(g.pointwise(ffi::PW_RELU_FWD, t, None, out)?);
+        stages.push((ffi::PW_RELU_FWD, None));
+    }
+    let mut t = if stages.is_empty() { y } else { g.virt(y_dims, y_strides, f32t)? };
+    let mut ops = vec![g.conv_fprop(x, wt, t, [kh / 2, kw / 2])?];
+    for (i, (mode, operand)) in stages.iter().enumerate() {
+        let out = if i + 1 == stages.len() { y } else { g.virt(y_dims, y_strides, f32t)? };
+        ops.push(g.pointwise(*mode, t, *operand, out)?);
+        t = out;
     }
     g.plan(handle, &ops, "convolution")
 }
 
-/// Why the cuDNN convolution cannot be used for `dtype` here, or `None` when it can.
-pub fn unavailable_reason(dtype: DType) -> Option<String> {
-    if std::env::var("LIVETALK_CONV").is_ok_and(|v| v == "portable") {
-        return Some("LIVETALK_CONV=portable".into());
-    }
-    if cudnn_dtype(dtype).is_none() {
-        return Some(format!("cuDNN convolutions run in bf16 or f16, not {dtype:?}"));
-    }
-    ffi::api().err().map(|e| format!("cuDNN not loadable ({e})"))
+/// `LIVETALK_CONV=portable` forces the portable path (read once).
+fn forced_portable() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("LIVETALK_CONV").is_ok_and(|v| v == "portable"))
 }
 
 /// `relu?(conv(x, w) + bias? + residual?)` for `x` `[N, H, W, C]` and `w_krsc` `[O, kh, kw, C]`
 /// (odd kh, kw; zero "same" padding), `bias` `[O]`, `residual` `[N, H, W, O]`: the `[N, H, W,
-/// O]` output, or `None` when cuDNN cannot run this graph (the caller computes it portably).
+/// O]` output, or `None` when cuDNN cannot run it here (not CUDA, not bf16/f16, no cuDNN,
+/// `LIVETALK_CONV=portable`, or no engine for this graph): the caller computes it portably.
 pub fn conv2d_nhwc(x: &Tensor, w_krsc: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>, relu: bool) -> Result<Option<Tensor>> {
     let Device::Cuda(dev) = x.device() else {
         return Ok(None);
@@ -119,6 +103,9 @@ pub fn conv2d_nhwc(x: &Tensor, w_krsc: &Tensor, bias: Option<&Tensor>, residual:
     let Ok(api) = ffi::api() else {
         return Ok(None);
     };
+    if forced_portable() {
+        return Ok(None);
+    }
     let (n, h, w, c) = x.dims4()?;
     let (o, kh, kw, wc) = w_krsc.dims4()?;
     if wc != c || kh % 2 == 0 || kw % 2 == 0 {
