@@ -24,21 +24,13 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+. "$REPO/tests/lib/session.sh"
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 
 if [ "${1:-}" != --inner ]; then
-  need=""
-  for p in pipewire pipewire-bin wireplumber pipewire-pulse pulseaudio-utils gstreamer1.0-pipewire gstreamer1.0-tools \
+  install_debs pipewire pipewire-bin wireplumber pipewire-pulse pulseaudio-utils gstreamer1.0-pipewire gstreamer1.0-tools \
            gstreamer1.0-plugins-base dbus espeak-ng libasound2-dev libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev \
-           pkg-config python3; do
-    dpkg -s $p >/dev/null 2>&1 || need="$need $p"
-  done
-  if [ -n "$need" ]; then
-    echo "installing:$need"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    [ -n "$(find /var/lib/apt/lists -name '*Packages*' -newermt '-1 day' 2>/dev/null | head -1)" ] || $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null || exit 1
-  fi
+           pkg-config python3 || exit 1
   # The real binary with PipeWire and the microphone (kept beside the default build's).
   (cd "$REPO" && cargo build -q --release --bin livetalk --features livetalk/pipewire,livetalk/mic \
      && cp "$TARGET/release/livetalk" "$TARGET/release/livetalk-av") || exit 1
@@ -49,20 +41,7 @@ LT=$TARGET/release/livetalk-av
 OUT=$(mktemp -d /tmp/livetalk-audio.XXXXXX)
 export XDG_RUNTIME_DIR=$OUT/rt; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 export PIPEWIRE_RUNTIME_DIR=$XDG_RUNTIME_DIR PULSE_RUNTIME_PATH=$XDG_RUNTIME_DIR/pulse
-PASSED=0; FAILED=0; FAILED_NAMES=""
-pass() { PASSED=$((PASSED+1)); echo "PASS $1"; }
-fail() { FAILED=$((FAILED+1)); FAILED_NAMES="$FAILED_NAMES $1"; echo "FAIL $1: $2"; }
-expect() { n=$1; shift; if "$@" >"$OUT/$n.out" 2>&1; then pass "$n"; tail -3 "$OUT/$n.out"; else fail "$n" "$(tail -8 "$OUT/$n.out")"; fi; }
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
-
-pipewire >"$OUT/pipewire.log" 2>&1 & PIDS="$PIDS $!"
-i=0; until pw-cli info 0 >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 50 ] && { echo "pipewire did not start"; cat "$OUT/pipewire.log"; exit 1; }; sleep 0.2; done
-wireplumber >"$OUT/wireplumber.log" 2>&1 & PIDS="$PIDS $!"
-pipewire-pulse >"$OUT/pipewire-pulse.log" 2>&1 & PIDS="$PIDS $!"
-i=0; until pactl info >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 50 ] && { echo "pipewire-pulse did not start"; exit 1; }; sleep 0.2; done
-sleep 1
+start_pipewire --pulse
 
 # analyse.py: checks on recordings (16 kHz mono s16 WAV from pw-record / parecord).
 cat >"$OUT/analyse.py" <<'EOF'

@@ -13,20 +13,13 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+. "$REPO/tests/lib/session.sh"
 CHECK=$REPO/tests/vm/guest/check_frames.py
 
 if [ "${1:-}" != --inner ]; then
-  need=""
-  for p in pipewire pipewire-bin wireplumber pipewire-v4l2 gstreamer1.0-pipewire gstreamer1.0-tools \
+  install_debs pipewire pipewire-bin wireplumber pipewire-v4l2 gstreamer1.0-pipewire gstreamer1.0-tools \
            gstreamer1.0-plugins-base dbus xdg-desktop-portal xdg-desktop-portal-gtk libglib2.0-bin xvfb xauth chromium \
-           libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev pkg-config ffmpeg python3; do
-    dpkg -s $p >/dev/null 2>&1 || need="$need $p"
-  done
-  if [ -n "$need" ]; then
-    echo "installing:$need"
-    [ -n "$(find /var/lib/apt/lists -name '*Packages*' -newermt '-1 day' 2>/dev/null | head -1)" ] || apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null || exit 1
-  fi
+           libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev pkg-config ffmpeg python3 || exit 1
   (cd "$REPO" && cargo build -q --release -p livetalk-vcam --features pipewire --bin livetalk-vcam-test) || exit 1
   # The real binary with PipeWire (kept beside the default build's, which tests rebuild).
   (cd "$REPO" && cargo build -q --release --bin livetalk --features livetalk/pipewire \
@@ -37,18 +30,7 @@ fi
 VT=${CARGO_TARGET_DIR:-$REPO/target}/release/livetalk-vcam-test
 OUT=$(mktemp -d /tmp/livetalk-pw.XXXXXX)
 export XDG_RUNTIME_DIR=$OUT/rt; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-PASSED=0; FAILED=0; FAILED_NAMES=""
-pass() { PASSED=$((PASSED+1)); echo "PASS $1"; }
-fail() { FAILED=$((FAILED+1)); FAILED_NAMES="$FAILED_NAMES $1"; echo "FAIL $1: $2"; }
-expect() { n=$1; shift; if "$@" >"$OUT/$n.out" 2>&1; then pass "$n"; cat "$OUT/$n.out" | tail -3; else fail "$n" "$(tail -5 "$OUT/$n.out")"; fi; }
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
-trap cleanup EXIT
-
-pipewire >"$OUT/pipewire.log" 2>&1 & PIDS="$PIDS $!"
-i=0; until pw-cli info 0 >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 50 ] && { echo "pipewire did not start"; cat "$OUT/pipewire.log"; exit 1; }; sleep 0.2; done
-wireplumber >"$OUT/wireplumber.log" 2>&1 & PIDS="$PIDS $!"
-sleep 1
+start_pipewire
 
 # start_writer NAME FORMAT: the node with the test pattern at 640x360
 start_writer() {
