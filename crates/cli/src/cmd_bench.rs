@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// the Wan2.1 VAE's cached causal decoder (the reference's 20.6 fps figure decodes with it).
     #[arg(long, default_value = "taehv", value_parser = ["taehv", "wan-vae"])]
     pub decoder: String,
+    /// LiveTalk on CUDA: also trace this many steady blocks with CUPTI (libcupti on the library
+    /// path) and print where the DiT's and the decoder's time goes: GPU busy and idle, kernel
+    /// time by kind, the costliest kernels, the driver calls the host makes.
+    #[arg(long, value_name = "BLOCKS", num_args = 0..=1, default_missing_value = "2", default_value_t = 0)]
+    pub profile: usize,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -94,6 +99,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         streams: args.streams,
         decoder,
         overlap_decode,
+        profile_blocks: args.profile,
     };
     let report = bench_livetalk(&opts)?;
     println!("{report}");

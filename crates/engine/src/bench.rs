@@ -17,6 +17,7 @@ use livetalk_model::dit::{flops_per_forward, CausalWanModel, DitConfig, RandomIn
 use livetalk_model::taehv::{TaehvConfig, TaehvDecoder};
 use livetalk_model::wan_vae::{WanVae, WanVaeConfig};
 
+use crate::gpu_profile::PhaseProfile;
 use crate::generator::{GeneratorConfig, SeededNoise, StreamGenerator};
 use crate::livetalk::{BlockDecoder, DecoderKind};
 
@@ -40,6 +41,9 @@ pub struct LiveTalkBenchOptions {
     /// Also measure the block period with decoding in a second thread (on a second CUDA stream
     /// when the device is a GPU), overlapped with the next block's DiT passes.
     pub overlap_decode: bool,
+    /// Also trace this many steady blocks with CUPTI (CUDA builds) and report where each
+    /// phase's time goes (0: skip).
+    pub profile_blocks: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +83,8 @@ pub struct LiveTalkBenchReport {
     /// GPU memory in use when the bench started (the CUDA context), bytes: what the model's
     /// own figure is measured above, comparable with PyTorch's peak allocated memory.
     pub gpu_context_bytes: Option<u64>,
+    /// The traced phases (DiT passes, decode), or why no trace was made.
+    pub profile: Option<Result<Vec<PhaseProfile>, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +145,11 @@ impl std::fmt::Display for LiveTalkBenchReport {
             ),
             (Some(b), None) => write!(f, "  GPU memory in use    {:.2} GB (max after a block)", b as f64 / 1e9),
             _ => write!(f, "  GPU memory in use    n/a"),
+        }?;
+        match &self.profile {
+            Some(Ok(phases)) => phases.iter().try_for_each(|p| write!(f, "\n{p}")),
+            Some(Err(why)) => write!(f, "\n  profile: not made ({why})"),
+            None => Ok(()),
         }
     }
 }
@@ -214,6 +225,7 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
     } else {
         None
     };
+    let profile = (opts.profile_blocks > 0).then(|| profile_phases(&mut generator, &mut decoder, audio.as_ref(), dev, opts)).transpose()?;
     let multi_stream = if opts.streams > 1 {
         let mut streams = (0..opts.streams)
             .map(|i| {
@@ -267,7 +279,49 @@ pub fn bench_livetalk(opts: &LiveTalkBenchOptions) -> candle_core::Result<LiveTa
         num_layers: cfg.num_layers,
         gpu_memory_bytes: gpu_memory,
         gpu_context_bytes: gpu_context,
+        profile,
     })
+}
+
+/// Traces `opts.profile_blocks` steady blocks (DiT passes, then decode, each ended by a sync)
+/// and summarises both phases; `Err` says why no trace could be made (not a CUDA build or
+/// device, no libcupti).
+fn profile_phases(
+    generator: &mut StreamGenerator,
+    decoder: &mut BlockDecoder,
+    audio: Option<&Tensor>,
+    dev: &Device,
+    opts: &LiveTalkBenchOptions,
+) -> candle_core::Result<Result<Vec<PhaseProfile>, String>> {
+    #[cfg(feature = "cuda")]
+    if dev.is_cuda() {
+        use livetalk_model::cuda::cupti;
+        if let Err(why) = cupti::start() {
+            return Ok(Err(why));
+        }
+        let (mut dit, mut dec) = (Vec::new(), Vec::new());
+        let traced = (|| {
+            for _ in 0..opts.profile_blocks {
+                let t0 = cupti::now_ns();
+                let x = generator.generate_block(audio)?;
+                dev.synchronize()?;
+                let t1 = cupti::now_ns();
+                decode_block(decoder, &x, opts.dtype)?;
+                dev.synchronize()?;
+                dit.push((t0, t1));
+                dec.push((t1, cupti::now_ns()));
+            }
+            Ok::<_, candle_core::Error>(cupti::take())
+        })();
+        cupti::stop();
+        let records = traced?;
+        return Ok(Ok(vec![
+            crate::gpu_profile::summarize("the DiT passes", &records, &dit),
+            crate::gpu_profile::summarize(&format!("the {} decode", opts.decoder), &records, &dec),
+        ]));
+    }
+    let _ = (generator, decoder, audio, opts);
+    Ok(Err(format!("tracing needs a CUDA build and device, not {:?}", dev.location())))
 }
 
 /// Decodes a block's latents `[1, F, C, h, w]` one latent at a time, as the generator makes

@@ -6,6 +6,7 @@ pub mod parity;
 pub mod pipeline;
 pub mod avatar;
 pub mod bench;
+pub mod gpu_profile;
 pub mod engine;
 pub mod service;
 pub mod timeline;

@@ -23,6 +23,7 @@ fn bench(decoder: DecoderKind) -> LiveTalkBenchReport {
         streams: 2,
         decoder,
         overlap_decode: true,
+        profile_blocks: 1,
     };
     bench_livetalk(&opts).unwrap()
 }
@@ -45,6 +46,9 @@ fn check_decoded(report: &LiveTalkBenchReport, name: &str) {
     assert!(text.contains(&format!("    {name} decode ")), "{text}");
     assert!(text.contains(&format!("(DiT + {name} decode per stream)")), "{text}");
     assert!(text.contains("decoded frames       24 of 16x16"), "{text}");
+    // no trace on the CPU, and the report says why
+    assert!(matches!(&report.profile, Some(Err(why)) if why.contains("CUDA")), "{:?}", report.profile);
+    assert!(text.contains("profile: not made (tracing needs a CUDA build"), "{text}");
 }
 
 #[test]

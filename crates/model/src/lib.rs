@@ -13,6 +13,7 @@ pub mod image_preprocess;
 pub mod layouts;
 pub mod umt5;
 pub mod prompt_cache;
+pub mod gpu_trace;
 mod same_conv;
 #[cfg(feature = "cuda")]
 pub mod cuda;
