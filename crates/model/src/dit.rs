@@ -236,14 +236,11 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 }
 
 /// How the self-attention rotates queries and keys: host-built cos/sin tables (portable), or
-/// the fused RMSNorm+RoPE kernel computing angles on the device (CUDA, bf16).
-enum RopeArg<'a> {
+/// the fused RMSNorm+RoPE kernel reading a rotation table built on the device (CUDA, bf16).
+enum RopeArg {
     Tables(RopeTables),
     #[cfg(feature = "cuda")]
-    Fused(crate::cuda::fused::RopeGrid<'a>),
-    #[cfg(not(feature = "cuda"))]
-    #[allow(dead_code)]
-    Never(std::marker::PhantomData<&'a ()>),
+    Fused(crate::cuda::fused::RopeTable),
 }
 
 /// Whether the fused bf16 row kernels (LayerNorm+modulation, RMSNorm+RoPE, gated residual) run
@@ -253,7 +250,7 @@ fn fused_rows(x: &Tensor) -> bool {
     {
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var("LIVETALK_FUSED").is_ok_and(|v| v == "0"));
-        x.device().is_cuda() && x.dtype() == DType::BF16 && !off
+        x.device().is_cuda() && x.dtype() == DType::BF16 && !off && crate::cuda::fused::supports_cols(x.dim(D::Minus1).unwrap_or(0))
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -389,8 +386,6 @@ impl Projections {
             RopeArg::Tables(t) => t.apply(&rms_norm(&lin.forward(x)?, w, self.eps)?, self.num_heads),
             #[cfg(feature = "cuda")]
             RopeArg::Fused(g) => crate::cuda::fused::rms_norm_rope(&matmul_no_bias(lin, x)?, lin.bias(), w, self.eps, Some(g)),
-            #[cfg(not(feature = "cuda"))]
-            RopeArg::Never(_) => unreachable!(),
         }
     }
 
@@ -468,8 +463,6 @@ struct DitBlock {
     norm3_b: Tensor,
     ffn0: Linear,
     ffn2: Linear,
-    /// `[1, 1, 6, dim]`
-    modulation: Tensor,
     eps: f64,
 }
 
@@ -483,6 +476,13 @@ fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, frames: usize) -> Result
     let (b, l, d) = x.dims3()?;
     let xf = x.reshape((b, frames, l / frames, d))?;
     xf.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?.reshape((b, l, d))
+}
+
+/// `x[B, L, dim] + row[B, F, 1, dim]`, the row of each token's frame.
+fn add_per_frame(x: &Tensor, row: &Tensor) -> Result<Tensor> {
+    let (b, l, d) = x.dims3()?;
+    let frames = row.dim(1)?;
+    x.reshape((b, frames, l / frames, d))?.broadcast_add(row)?.reshape((b, l, d))
 }
 
 /// `x + y * gate` with per-frame gate `[B, F, 1, dim]`.
@@ -502,26 +502,28 @@ impl DitBlock {
             norm3_b: vb.get(d, "norm3.bias")?,
             ffn0: linear(&vb, d, cfg.ffn_dim, "ffn.0")?,
             ffn2: linear(&vb, cfg.ffn_dim, d, "ffn.2")?,
-            modulation: vb.get((1, 6, d), "modulation")?.unsqueeze(1)?,
             eps: cfg.eps,
         })
     }
 
+    /// One block on the residual stream `x`; `e` `[B, F, 6, dim]` is this block's modulation
+    /// plus the time projection; `then_add` `[B, F, 1, dim]` is added to the result (the next
+    /// layer's audio row, fused into the last residual).
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
-        t_mod: &Tensor,
+        e: &Tensor,
         rope: &RopeArg,
         context_kv: &(Tensor, Tensor),
         cache: &mut LayerKv,
         plan: &CachePlan,
         trace_kv: Option<&mut (Tensor, Tensor)>,
+        then_add: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let frames = t_mod.dim(1)?;
-        let e = self.modulation.broadcast_add(t_mod)?; // [B, F, 6, dim]
-        let (shift_msa, scale_msa, gate_msa) = (chunk(&e, 0)?, chunk(&e, 1)?, chunk(&e, 2)?);
-        let (shift_mlp, scale_mlp, gate_mlp) = (chunk(&e, 3)?, chunk(&e, 4)?, chunk(&e, 5)?);
+        let frames = e.dim(1)?;
+        let (shift_msa, scale_msa, gate_msa) = (chunk(e, 0)?, chunk(e, 1)?, chunk(e, 2)?);
+        let (shift_mlp, scale_mlp, gate_mlp) = (chunk(e, 3)?, chunk(e, 4)?, chunk(e, 5)?);
 
         // one decision per forward: the model chose the fused path when it built the RoPE argument
         let fused = !matches!(rope, RopeArg::Tables(_));
@@ -533,18 +535,22 @@ impl DitBlock {
             modulate(&layer_norm(x, None, None, self.eps)?, shift, scale, frames)
         };
         // fused: `y` comes without its projection bias, added here
-        let residual = |x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: &Tensor| -> Result<Tensor> {
+        let residual = |x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: &Tensor, add: Option<&Tensor>| -> Result<Tensor> {
             #[cfg(feature = "cuda")]
             if fused {
-                return crate::cuda::fused::gated_residual(x, y, bias, Some(gate));
+                return crate::cuda::fused::gated_residual(x, y, bias, Some(gate), add);
             }
             let _ = bias;
-            gated_add(x, y, gate, frames)
+            let out = gated_add(x, y, gate, frames)?;
+            match add {
+                Some(a) => add_per_frame(&out, a),
+                None => Ok(out),
+            }
         };
 
         let h = norm_mod(x, &shift_msa, &scale_msa)?;
         let y = self.self_attn.forward(&h, rope, cache, plan, trace_kv)?;
-        let x = residual(x, &y, self.self_attn.0.o.bias(), &gate_msa)?;
+        let x = residual(x, &y, self.self_attn.0.o.bias(), &gate_msa, None)?;
 
         let h = if fused {
             #[cfg(feature = "cuda")]
@@ -560,7 +566,7 @@ impl DitBlock {
         let x = if fused {
             #[cfg(feature = "cuda")]
             {
-                crate::cuda::fused::gated_residual(&x, &y, self.cross_attn.0.o.bias(), None)?
+                crate::cuda::fused::gated_residual(&x, &y, self.cross_attn.0.o.bias(), None, None)?
             }
             #[cfg(not(feature = "cuda"))]
             unreachable!()
@@ -572,7 +578,15 @@ impl DitBlock {
         let y = if fused {
             #[cfg(feature = "cuda")]
             {
-                let hidden = crate::cuda::fused::bias_gelu(&matmul_no_bias(&self.ffn0, &h)?, self.ffn0.bias())?;
+                // bias and GELU in the matrix product's epilogue where cuBLASLt runs it
+                let fused = match self.ffn0.bias() {
+                    Some(b) => crate::cuda::lt_matmul::linear_bias_gelu(&h, self.ffn0.weight(), b)?,
+                    None => None,
+                };
+                let hidden = match fused {
+                    Some(hidden) => hidden,
+                    None => crate::cuda::fused::bias_gelu(&matmul_no_bias(&self.ffn0, &h)?, self.ffn0.bias())?,
+                };
                 matmul_no_bias(&self.ffn2, &hidden)?
             }
             #[cfg(not(feature = "cuda"))]
@@ -580,7 +594,7 @@ impl DitBlock {
         } else {
             self.ffn2.forward(&self.ffn0.forward(&h)?.gelu()?)?
         };
-        residual(&x, &y, self.ffn2.bias(), &gate_mlp)
+        residual(&x, &y, self.ffn2.bias(), &gate_mlp, then_add)
     }
 }
 
@@ -621,6 +635,8 @@ pub struct CausalWanModel {
     time2: Linear,
     time_proj: Linear,
     blocks: Vec<DitBlock>,
+    /// Every block's modulation, `[layers, 1, 1, 6, dim]`: one add per forward gives them all.
+    modulations: Tensor,
     head: Linear,
     head_modulation: Tensor, // [1, 1, 2, dim]
     rope: Rope3d,
@@ -679,6 +695,10 @@ impl CausalWanModel {
             candle_core::bail!("dit: num_heads {} * head_dim {head_dim} != dim {d}", cfg.num_heads);
         }
         let rope = Rope3d::new(head_dim, cfg.rope_dims_f_h_w, cfg.rope_theta)?;
+        let modulations = (0..cfg.num_layers)
+            .map(|i| vb.get((1, 6, d), &format!("blocks.{i}.modulation")))
+            .collect::<Result<Vec<_>>>()?;
+        let modulations = Tensor::stack(&modulations, 0)?.unsqueeze(1)?;
         Ok(CausalWanModel {
             cfg: cfg.clone(),
             patch_w,
@@ -689,6 +709,7 @@ impl CausalWanModel {
             time2: linear(&vb, d, d, "time_embedding.2")?,
             time_proj: linear(&vb, d, 6 * d, "time_projection.1")?,
             blocks,
+            modulations,
             head: linear(&vb, d, cfg.out_dim * p, "head.head")?,
             head_modulation: vb.get((1, 2, d), "head.modulation")?.unsqueeze(1)?,
             rope_freqs: Tensor::new(rope.pair_freqs(), vb.device())?,
@@ -848,13 +869,8 @@ impl CausalWanModel {
         let rope = if fused_rows(&h) {
             #[cfg(feature = "cuda")]
             {
-                RopeArg::Fused(crate::cuda::fused::RopeGrid {
-                    freqs: &self.rope_freqs,
-                    group_pairs: self.rope.group_pairs(),
-                    grid: (gf, gh, gw),
-                    start_frame,
-                    head_dim: self.rope.head_dim(),
-                })
+                let (pairs, hd) = (self.rope.group_pairs(), self.rope.head_dim());
+                RopeArg::Fused(crate::cuda::fused::rope_table(&self.rope_freqs, pairs, (gf, gh, gw), start_frame, hd)?)
             }
             #[cfg(not(feature = "cuda"))]
             unreachable!()
@@ -885,18 +901,30 @@ impl CausalWanModel {
             _ => None,
         };
 
+        // every block's modulation + time projection: [layers, B, F, 6, dim]
+        let e_all = self.modulations.broadcast_add(&t_mod.unsqueeze(0)?)?;
+        // layer i's audio row [B, F, 1, dim], added to the residual stream before block i
+        let audio_row = |i: usize| -> Result<Option<Tensor>> {
+            match (&audio, self.audio_layers.iter().position(|&li| li == i)) {
+                (Some(a), Some(j)) => Ok(Some(a.narrow(1, j, 1)?.squeeze(1)?)),
+                _ => Ok(None),
+            }
+        };
+        // fused: block i-1's last residual adds it (not when tracing: the trace keeps block outputs
+        // as the reference computes them)
+        let fuse_audio = !matches!(rope, RopeArg::Tables(_)) && trace.is_none();
+        let mut added_by_previous = false;
         for (i, block) in self.blocks.iter().enumerate() {
-            if let Some(a) = &audio {
-                if let Some(j) = self.audio_layers.iter().position(|&li| li == i) {
-                    let row = a.narrow(1, j, 1)?.squeeze(1)?; // [B, F, 1, dim]
-                    h = h
-                        .reshape((b, tf, frame_seqlen, dim))?
-                        .broadcast_add(&row)?
-                        .reshape((b, l, dim))?;
+            if !added_by_previous {
+                if let Some(row) = audio_row(i)? {
+                    h = add_per_frame(&h, &row)?;
                 }
             }
+            let next_row = if fuse_audio { audio_row(i + 1)? } else { None };
+            added_by_previous = next_row.is_some();
             let mut kv_trace = (i == 0 && trace.is_some()).then(|| (h.clone(), h.clone()));
-            h = block.forward(&h, &t_mod, &rope, &prompt.kv[i], &mut cache.layers[i], &plan, kv_trace.as_mut())?;
+            let e = e_all.get(i)?;
+            h = block.forward(&h, &e, &rope, &prompt.kv[i], &mut cache.layers[i], &plan, kv_trace.as_mut(), next_row.as_ref())?;
             if let Some(t) = trace.as_deref_mut() {
                 if let Some(kv) = kv_trace {
                     t.layer0_kv = Some(kv);

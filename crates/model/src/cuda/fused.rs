@@ -1,6 +1,9 @@
 //! Launchers of the fused row kernels in `kernels.cu` (bf16): LayerNorm + affine + modulation,
-//! RMSNorm + 3-axis RoPE, and the gated residual. Each replaces a chain of candle elementwise
-//! kernels; the portable chains in `dit.rs` stay the reference (and the CPU path).
+//! RMSNorm + 3-axis RoPE (angles from a per-forward table), the gated residual (+ the next
+//! layer's audio row) and the KV cache write. Each replaces a chain of candle elementwise
+//! kernels; the portable chains in `dit.rs` stay the reference (and the CPU path). The row
+//! kernels work on channel pairs held in registers: rows of an even number of channels, at most
+//! [`MAX_COLS`].
 
 use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
@@ -11,6 +14,13 @@ use half::bf16;
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 const MODULE: &str = "livetalk_fused";
 const THREADS: u32 = 256;
+/// Widest row the row kernels take (2 channels x THREADS threads x MAXP pairs in kernels.cu).
+pub const MAX_COLS: usize = 2 * THREADS as usize * 8;
+
+/// Whether the row kernels take rows of `cols` channels.
+pub fn supports_cols(cols: usize) -> bool {
+    cols % 2 == 0 && cols > 0 && cols <= MAX_COLS
+}
 
 fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
     match t.device() {
@@ -39,8 +49,13 @@ where
     }
 }
 
+/// A bf16 tensor's address, 4-byte aligned (the kernels read channel pairs).
 fn ptr(t: &Tensor, stream: &CudaStream) -> Result<u64> {
-    typed_ptr::<bf16>(t, stream)
+    let p = typed_ptr::<bf16>(t, stream)?;
+    if p % 4 != 0 {
+        candle_core::bail!("fused kernel: a {:?} tensor starts at an odd element", t.dims());
+    }
+    Ok(p)
 }
 
 fn f64_ptr(t: &Tensor, stream: &CudaStream) -> Result<u64> {
@@ -54,6 +69,13 @@ fn rows_config(rows: usize) -> LaunchConfig {
 fn wrap(out: candle_core::cuda_backend::cudarc::driver::CudaSlice<bf16>, dev: &CudaDevice, dims: &[usize]) -> Tensor {
     let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone()));
     Tensor::from_storage(storage, dims, BackpropOp::none(), false)
+}
+
+fn check_cols(cols: usize) -> Result<()> {
+    if !supports_cols(cols) {
+        candle_core::bail!("fused kernel: rows of {cols} channels (even, at most {MAX_COLS})");
+    }
+    Ok(())
 }
 
 fn contiguous_rows(x: &Tensor) -> Result<(Tensor, usize, usize)> {
@@ -85,6 +107,7 @@ pub fn layer_norm_modulate(
     let dev = cuda_device(x)?;
     let stream = dev.cuda_stream();
     let (x, rows, cols) = contiguous_rows(x)?;
+    check_cols(cols)?;
     let (w, b) = match affine {
         Some((w, b)) => (ptr(w, &stream)?, ptr(b, &stream)?),
         None => (0, 0),
@@ -114,14 +137,38 @@ pub fn layer_norm_modulate(
     Ok(wrap(out, &dev, x.dims()))
 }
 
-/// Where RoPE positions come from: a `f x gh x gw` token grid starting at `start_frame`,
-/// `freqs` (f64, `head_dim/2` entries: frame group, height group, width group) on the device.
-pub struct RopeGrid<'a> {
-    pub freqs: &'a Tensor,
-    pub group_pairs: [usize; 2],
-    pub grid: (usize, usize, usize),
-    pub start_frame: usize,
-    pub head_dim: usize,
+/// The rotations of one forward's tokens: `[tokens, head_dim/2, 2]` (cos, sin) float32.
+pub struct RopeTable {
+    table: Tensor,
+    tokens: usize,
+    head_dim: usize,
+}
+
+/// Builds the rotation table of an `f x gh x gw` token grid starting at absolute frame
+/// `start_frame`; `freqs` (f64 on the device) has `head_dim/2` entries, `group_pairs` pairs in the
+/// frame and height groups (the width group has the rest).
+pub fn rope_table(freqs: &Tensor, group_pairs: [usize; 2], grid: (usize, usize, usize), start_frame: usize, head_dim: usize) -> Result<RopeTable> {
+    let dev = cuda_device(freqs)?;
+    let stream = dev.cuda_stream();
+    let (gf, gh, gw) = grid;
+    let (tokens, half) = (gf * gh * gw, head_dim / 2);
+    if tokens == 0 || freqs.dims() != [half] {
+        candle_core::bail!("rope table: grid {grid:?}, {:?} frequencies for head_dim {head_dim}", freqs.dims());
+    }
+    let out = unsafe { dev.alloc::<f32>(tokens * half * 2)? };
+    let (f_ptr, out_ptr) = (f64_ptr(freqs, &stream)?, out.device_ptr(&stream).0);
+    let func = dev.get_or_load_custom_func("rope_table_f32", MODULE, PTX)?;
+    let ints = [tokens, half, gh, gw, start_frame, group_pairs[0], group_pairs[1]].map(|v| v as i32);
+    let mut launch = func.builder();
+    launch.arg(&f_ptr).arg(&out_ptr);
+    for a in &ints {
+        launch.arg(a);
+    }
+    let blocks = (tokens * half).div_ceil(THREADS as usize).min(132 * 8) as u32;
+    unsafe { launch.launch(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone()));
+    let table = Tensor::from_storage(storage, (tokens, half, 2), BackpropOp::none(), false);
+    Ok(RopeTable { table, tokens, head_dim })
 }
 
 fn opt_ptr(t: Option<&Tensor>, stream: &CudaStream) -> Result<u64> {
@@ -130,29 +177,27 @@ fn opt_ptr(t: Option<&Tensor>, stream: &CudaStream) -> Result<u64> {
 
 /// `rope(RMSNorm(x + bias) * w)` for `x` `[B, L, C]` (the projection's bias added here);
 /// `rope: None` = RMSNorm only.
-pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, rope: Option<&RopeGrid>) -> Result<Tensor> {
+pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, rope: Option<&RopeTable>) -> Result<Tensor> {
     let dev = cuda_device(x)?;
     let stream = dev.cuda_stream();
     let (x, rows, cols) = contiguous_rows(x)?;
-    let plain = RopeGrid { freqs: w, group_pairs: [0, 0], grid: (1, 1, x.dim(1)?), start_frame: 0, head_dim: 2 };
-    let (rope, f_ptr) = match rope {
-        Some(r) => (r, f64_ptr(r.freqs, &stream)?),
-        None => (&plain, 0),
+    check_cols(cols)?;
+    let (t_ptr, tokens, head_dim) = match rope {
+        Some(r) => (typed_ptr::<f32>(&r.table, &stream)?, r.tokens, r.head_dim),
+        None => (0, x.dim(1)?, 2),
     };
-    let (gf, gh, gw) = rope.grid;
-    let tokens = gf * gh * gw;
-    if tokens == 0 || x.dim(1)? != tokens || cols % rope.head_dim != 0 {
-        candle_core::bail!("fused rope: x {:?} does not match grid {:?} / head_dim {}", x.dims(), rope.grid, rope.head_dim);
+    if tokens == 0 || x.dim(1)? != tokens || head_dim % 2 != 0 || cols % head_dim != 0 {
+        candle_core::bail!("fused rope: x {:?} does not match {tokens} tokens / head_dim {head_dim}", x.dims());
     }
     let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
     let (x_ptr, out_ptr, w_ptr) = (ptr(&x, &stream)?, out.device_ptr(&stream).0, ptr(w, &stream)?);
     let b_ptr = opt_ptr(bias, &stream)?;
     let func = dev.get_or_load_custom_func("rms_norm_rope_bf16", MODULE, PTX)?;
-    let args = [cols, rope.head_dim, tokens, gh, gw, rope.start_frame, rope.group_pairs[0], rope.group_pairs[1]].map(|v| v as i32);
+    let ints = [cols, head_dim, tokens].map(|v| v as i32);
     let eps_f = eps as f32;
     let mut launch = func.builder();
-    launch.arg(&x_ptr).arg(&b_ptr).arg(&out_ptr).arg(&w_ptr).arg(&f_ptr);
-    for a in &args {
+    launch.arg(&x_ptr).arg(&b_ptr).arg(&out_ptr).arg(&w_ptr).arg(&t_ptr);
+    for a in &ints {
         launch.arg(a);
     }
     launch.arg(&eps_f);
@@ -160,29 +205,36 @@ pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, ro
     Ok(wrap(out, &dev, x.dims()))
 }
 
-/// `x + (y + bias) * gate` with a per-frame gate `[B, F, 1, C]`; no bias / no gate (= 1) allowed.
-pub fn gated_residual(x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: Option<&Tensor>) -> Result<Tensor> {
+/// `x + (y + bias) * gate`, then `+ add`, with per-frame `gate` and `add` `[B, F, 1, C]`; no
+/// bias / no gate (= 1) / nothing to add allowed.
+pub fn gated_residual(x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: Option<&Tensor>, add: Option<&Tensor>) -> Result<Tensor> {
     let dev = cuda_device(x)?;
     let stream = dev.cuda_stream();
     let (x, rows, cols) = contiguous_rows(x)?;
+    check_cols(cols)?;
     let y = y.contiguous()?;
     if y.dims() != x.dims() {
         candle_core::bail!("fused residual: x {:?} and y {:?} differ", x.dims(), y.dims());
     }
-    let (stride, frames) = match gate {
-        Some(g) => (frame_stride(g, cols)?, g.dim(0)? * g.dim(1)?),
-        None => (0, 1),
+    let per_frame = |m: Option<&Tensor>| -> Result<(i64, usize)> {
+        match m {
+            Some(m) => Ok((frame_stride(m, cols)?, m.dim(0)? * m.dim(1)?)),
+            None => Ok((0, 0)),
+        }
     };
-    if rows % frames != 0 {
-        candle_core::bail!("fused residual: {rows} tokens do not split into {frames} frames");
+    let ((g_stride, g_frames), (a_stride, a_frames)) = (per_frame(gate)?, per_frame(add)?);
+    let frames = g_frames.max(a_frames).max(1);
+    if rows % frames != 0 || (g_frames > 0 && g_frames != frames) || (a_frames > 0 && a_frames != frames) {
+        candle_core::bail!("fused residual: {rows} tokens, gate of {g_frames} frames, add of {a_frames}");
     }
     let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
     let (x_ptr, y_ptr, out_ptr) = (ptr(&x, &stream)?, ptr(&y, &stream)?, out.device_ptr(&stream).0);
-    let (b_ptr, g_ptr) = (opt_ptr(bias, &stream)?, opt_ptr(gate, &stream)?);
+    let (b_ptr, g_ptr, a_ptr) = (opt_ptr(bias, &stream)?, opt_ptr(gate, &stream)?, opt_ptr(add, &stream)?);
     let func = dev.get_or_load_custom_func("gated_residual_bf16", MODULE, PTX)?;
     let (cols_i, rpf) = (cols as i32, (rows / frames) as i32);
     let mut launch = func.builder();
-    launch.arg(&x_ptr).arg(&y_ptr).arg(&b_ptr).arg(&g_ptr).arg(&out_ptr).arg(&cols_i).arg(&rpf).arg(&stride);
+    launch.arg(&x_ptr).arg(&y_ptr).arg(&b_ptr).arg(&g_ptr).arg(&a_ptr).arg(&out_ptr);
+    launch.arg(&cols_i).arg(&rpf).arg(&g_stride).arg(&a_stride);
     unsafe { launch.launch(rows_config(rows)) }.w()?;
     Ok(wrap(out, &dev, x.dims()))
 }
@@ -216,19 +268,20 @@ pub fn kv_write(k: &Tensor, v: &Tensor, v_bias: Option<&Tensor>, k_cache: &Tenso
     if v.dims() != k.dims() || cb != b || heads * head_dim != cols || start + n > cap || !k_cache.is_contiguous() || !v_cache.is_contiguous() || v_cache.dims() != k_cache.dims() {
         candle_core::bail!("fused kv write: k {:?} v {:?} into cache {:?} at {start}", k.dims(), v.dims(), k_cache.dims());
     }
+    check_cols(cols)?;
+    if head_dim % 2 != 0 {
+        candle_core::bail!("fused kv write: odd head_dim {head_dim}");
+    }
     let ptrs = [ptr(&k, &stream)?, ptr(&v, &stream)?, opt_ptr(v_bias, &stream)?, ptr(k_cache, &stream)?, ptr(v_cache, &stream)?];
     let func = dev.get_or_load_custom_func("kv_write_bf16", MODULE, PTX)?;
-    let total = (b * n * cols) as i64;
     let ints = [n, heads, head_dim, cap, start].map(|x| x as i32);
     let mut launch = func.builder();
     for p in &ptrs {
         launch.arg(p);
     }
-    launch.arg(&total);
     for i in &ints {
         launch.arg(i);
     }
-    let blocks = (total as usize).div_ceil(THREADS as usize).min(132 * 16) as u32;
-    unsafe { launch.launch(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    unsafe { launch.launch(rows_config(b * n)) }.w()?;
     Ok(())
 }

@@ -18,6 +18,21 @@ __device__ __forceinline__ float block_sum(float v, float* shared) {
     return total;
 }
 
+// Row kernels read and write channel pairs (bf16x2); rows have an even number of channels, at
+// most 2 * THREADS * MAXP, and start 4-byte aligned (the launchers check). A thread keeps its
+// pairs of the row in registers, so the row is read from memory once.
+#define MAXP 8
+typedef __nv_bfloat162 bf2;
+
+__device__ __forceinline__ float2 ld2(const __nv_bfloat16* p, long long c) {
+    return __bfloat1622float2(*reinterpret_cast<const bf2*>(p + c));
+}
+__device__ __forceinline__ void st2(__nv_bfloat16* p, long long c, float a, float b) {
+    *reinterpret_cast<bf2*>(p + c) = __floats2bfloat162_rn(a, b);
+}
+// Rounded to bf16 and back, where the unfused path stores an intermediate.
+__device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
 // y = LayerNorm(x) [* w + b] [* (1 + scale[frame]) + shift[frame]], float32 two-pass statistics.
 // The result is rounded to bf16 after the normalisation+affine (as the unfused path does) and
 // once more after the modulation.
@@ -30,83 +45,147 @@ extern "C" __global__ void layer_norm_modulate_bf16(
     const long long row = blockIdx.x;
     const __nv_bfloat16* xr = x + row * cols;
     __nv_bfloat16* yr = y + row * cols;
+    const int pairs = cols / 2;
+    float2 v[MAXP];
     float s = 0.f;
-    for (int c = threadIdx.x; c < cols; c += THREADS) s += __bfloat162float(xr[c]);
+#pragma unroll
+    for (int i = 0; i < MAXP; ++i) {
+        const int p = threadIdx.x + i * THREADS;
+        if (p < pairs) {
+            v[i] = ld2(xr, 2 * p);
+            s += v[i].x + v[i].y;
+        }
+    }
     const float mean = block_sum(s, shared) / cols;
     float q = 0.f;
-    for (int c = threadIdx.x; c < cols; c += THREADS) {
-        float d = __bfloat162float(xr[c]) - mean;
-        q += d * d;
+#pragma unroll
+    for (int i = 0; i < MAXP; ++i) {
+        if (threadIdx.x + i * THREADS < pairs) {
+            const float dx = v[i].x - mean, dy = v[i].y - mean;
+            q += dx * dx + dy * dy;
+        }
     }
     const float rstd = 1.f / sqrtf(block_sum(q, shared) / cols + eps);
     const long long frame = row / rows_per_frame;
-    for (int c = threadIdx.x; c < cols; c += THREADS) {
-        float v = (__bfloat162float(xr[c]) - mean) * rstd;
-        if (w) v = v * __bfloat162float(w[c]);
-        if (b) v = v + __bfloat162float(b[c]);
-        if (shift) {
-            v = __bfloat162float(__float2bfloat16(v));
-            float sc = __bfloat162float(scale[frame * mod_frame_stride + c]);
-            float sh = __bfloat162float(shift[frame * mod_frame_stride + c]);
-            v = v * (1.f + sc) + sh;
+#pragma unroll
+    for (int i = 0; i < MAXP; ++i) {
+        const int p = threadIdx.x + i * THREADS;
+        if (p >= pairs) continue;
+        const int c = 2 * p;
+        float a = (v[i].x - mean) * rstd, e = (v[i].y - mean) * rstd;
+        if (w) {
+            const float2 wc = ld2(w, c);
+            a *= wc.x;
+            e *= wc.y;
         }
-        yr[c] = __float2bfloat16(v);
+        if (b) {
+            const float2 bc = ld2(b, c);
+            a += bc.x;
+            e += bc.y;
+        }
+        if (shift) {
+            const float2 sc = ld2(scale, frame * mod_frame_stride + c), sh = ld2(shift, frame * mod_frame_stride + c);
+            a = rbf(a) * (1.f + sc.x) + sh.x;
+            e = rbf(e) * (1.f + sc.y) + sh.y;
+        }
+        st2(yr, c, a, e);
     }
 }
 
-// y = RMSNorm(x) * w, rounded to bf16, then the 3-axis rotary embedding of the Wan DiT applied to
-// each head's adjacent channel pairs. Token t of a batch row lies at (frame, row, col) of an
-// f x gh x gw grid whose first frame has absolute index start_frame; pair j of a head uses
-// freqs[j] (float64) times the frame / row / col position for j in the frame / height / width
-// group ([0, n0), [n0, n0 + n1), the rest).
+// The rotation of each (token, pair) of a f x gh x gw token grid whose first frame has absolute
+// index start_frame, as (cos, sin): pair j of a head turns by freqs[j] (float64) times the frame
+// / row / col position for j in the frame / height / width group ([0, n0), [n0, n0 + n1), the
+// rest). Computed in float64 once per forward; every layer's q and k rotations read it.
+extern "C" __global__ void rope_table_f32(
+    const double* __restrict__ freqs, float2* __restrict__ out,
+    int tokens, int half, int gh, int gw, int start_frame, int n0, int n1) {
+    const long long total = (long long)tokens * half;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        const int t = (int)(i / half), j = (int)(i % half);
+        const int fi = t / (gh * gw), hi = (t / gw) % gh, wi = t % gw;
+        const double pos = j < n0 ? (double)(start_frame + fi) : (j < n0 + n1 ? (double)hi : (double)wi);
+        double sn, cs;
+        sincos(pos * freqs[j], &sn, &cs);
+        out[i] = make_float2((float)cs, (float)sn);
+    }
+}
+
+// y = RMSNorm(x + bias) * w, rounded to bf16, then (when `table` is given) each head's adjacent
+// channel pairs rotated by the token's entry of `table` ([tokens, head_dim/2] (cos, sin)); x's
+// rows are batches of `tokens` tokens. The bias sum is rounded to bf16 like a separate bias add.
+extern "C" __global__ void rms_norm_rope_bf16(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y,
+    const __nv_bfloat16* __restrict__ w, const float2* __restrict__ table,
+    int cols, int head_dim, int tokens, float eps) {
+    __shared__ float shared[THREADS / 32];
+    const long long row = blockIdx.x;
+    const __nv_bfloat16* xr = x + row * cols;
+    __nv_bfloat16* yr = y + row * cols;
+    const int pairs = cols / 2;
+    float2 v[MAXP];
+    float q = 0.f;
+#pragma unroll
+    for (int i = 0; i < MAXP; ++i) {
+        const int p = threadIdx.x + i * THREADS;
+        if (p < pairs) {
+            v[i] = ld2(xr, 2 * p);
+            if (bias) {
+                const float2 bc = ld2(bias, 2 * p);
+                v[i] = make_float2(rbf(v[i].x + bc.x), rbf(v[i].y + bc.y));
+            }
+            q += v[i].x * v[i].x + v[i].y * v[i].y;
+        }
+    }
+    const float r = rsqrtf(block_sum(q, shared) / cols + eps);
+    const float2* rot = table ? table + (long long)(row % tokens) * (head_dim / 2) : nullptr;
+#pragma unroll
+    for (int i = 0; i < MAXP; ++i) {
+        const int p = threadIdx.x + i * THREADS;
+        if (p >= pairs) continue;
+        const int c = 2 * p;
+        const float2 wc = ld2(w, c);
+        const float re = rbf(v[i].x * r * wc.x), im = rbf(v[i].y * r * wc.y);
+        if (rot) {
+            const float2 cs = rot[p % (head_dim / 2)];
+            st2(yr, c, re * cs.x - im * cs.y, re * cs.y + im * cs.x);
+        } else {
+            st2(yr, c, re, im);
+        }
+    }
+}
+
 // x + bias (bias may be null), rounded to bf16 like a separate bias-add kernel would.
 __device__ __forceinline__ float with_bias(const __nv_bfloat16* x, const __nv_bfloat16* bias, long long i, int c) {
     float v = __bfloat162float(x[i]);
     return bias ? __bfloat162float(__float2bfloat16(v + __bfloat162float(bias[c]))) : v;
 }
 
-extern "C" __global__ void rms_norm_rope_bf16(
-    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y,
-    const __nv_bfloat16* __restrict__ w, const double* __restrict__ freqs,
-    int cols, int head_dim, int tokens, int gh, int gw, int start_frame, int n0, int n1, float eps) {
-    __shared__ float shared[THREADS / 32];
-    const long long row = blockIdx.x;
-    const __nv_bfloat16* xr = x + row * cols;
-    __nv_bfloat16* yr = y + row * cols;
-    float q = 0.f;
-    for (int c = threadIdx.x; c < cols; c += THREADS) {
-        float v = with_bias(xr, bias, c, c);
-        q += v * v;
-    }
-    const float r = rsqrtf(block_sum(q, shared) / cols + eps);
-    const int t = (int)(row % tokens);
-    const int fi = t / (gh * gw), hi = (t / gw) % gh, wi = t % gw;
-    const int half = head_dim / 2;
-    for (int p = threadIdx.x; p < cols / 2; p += THREADS) {
-        const int c = 2 * p;
-        const int j = p % half;
-        const double pos = j < n0 ? (double)(start_frame + fi) : (j < n0 + n1 ? (double)hi : (double)wi);
-        double sn = 0.0, cs = 1.0;  // no freqs: RMSNorm only
-        if (freqs) sincos(pos * freqs[j], &sn, &cs);
-        const float cf = (float)cs, sf = (float)sn;
-        const float re = __bfloat162float(__float2bfloat16(with_bias(xr, bias, c, c) * r * __bfloat162float(w[c])));
-        const float im = __bfloat162float(__float2bfloat16(with_bias(xr, bias, c + 1, c + 1) * r * __bfloat162float(w[c + 1])));
-        yr[c] = __float2bfloat16(re * cf - im * sf);
-        yr[c + 1] = __float2bfloat16(re * sf + im * cf);
-    }
-}
-
-// out = x + (y + bias) * gate[frame]; bias and gate may be null (no bias / gate 1).
+// out = x + (y + bias) * gate[frame] [then + add[frame]]; bias, gate and add may be null (no
+// bias / gate 1 / nothing added). `add` is the next layer's audio row, added to the residual
+// stream here instead of by a broadcast kernel of its own (rounded in between, as there).
 extern "C" __global__ void gated_residual_bf16(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y,
-    const __nv_bfloat16* __restrict__ bias, const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ out,
-    int cols, int rows_per_frame, long long gate_frame_stride) {
+    const __nv_bfloat16* __restrict__ bias, const __nv_bfloat16* __restrict__ gate,
+    const __nv_bfloat16* __restrict__ add, __nv_bfloat16* __restrict__ out,
+    int cols, int rows_per_frame, long long gate_frame_stride, long long add_frame_stride) {
     const long long row = blockIdx.x;
     const long long frame = row / rows_per_frame;
-    for (int c = threadIdx.x; c < cols; c += THREADS) {
-        const long long i = row * cols + c;
-        const float g = gate ? __bfloat162float(gate[frame * gate_frame_stride + c]) : 1.f;
-        out[i] = __float2bfloat16(__bfloat162float(x[i]) + with_bias(y, bias, i, c) * g);
+    const long long base = row * cols;
+    for (int c = 2 * threadIdx.x; c < cols; c += 2 * THREADS) {
+        float2 yv = ld2(y, base + c);
+        if (bias) {
+            const float2 bc = ld2(bias, c);
+            yv = make_float2(rbf(yv.x + bc.x), rbf(yv.y + bc.y));
+        }
+        const float2 g = gate ? ld2(gate, frame * gate_frame_stride + c) : make_float2(1.f, 1.f);
+        const float2 xv = ld2(x, base + c);
+        float a = xv.x + yv.x * g.x, e = xv.y + yv.y * g.y;
+        if (add) {
+            const float2 av = ld2(add, frame * add_frame_stride + c);
+            a = rbf(a) + av.x;
+            e = rbf(e) + av.y;
+        }
+        st2(out, base + c, a, e);
     }
 }
 
@@ -123,20 +202,24 @@ extern "C" __global__ void bias_gelu_bf16(
 
 // Writes a block's keys and values (+ the value projection's bias, may be null), `[B, n, H*D]`
 // each, into the KV cache `[B, H, cap, D]` at slots [start, start + n): the head transpose, the
-// bias add and the two cache copies in one pass.
+// bias add and the two cache copies in one pass; one thread block per token.
 extern "C" __global__ void kv_write_bf16(
     const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ v_bias,
     __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,
-    long long total, int n, int heads, int head_dim, int cap, int start) {
+    int n, int heads, int head_dim, int cap, int start) {
     const int cols = heads * head_dim;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-        const int c = (int)(i % cols);
-        const long long bt = i / cols;
-        const int t = (int)(bt % n);
-        const long long b = bt / n;
+    const long long row = blockIdx.x;
+    const long long b = row / n;
+    const int t = (int)(row % n);
+    for (int c = 2 * threadIdx.x; c < cols; c += 2 * THREADS) {
         const int h = c / head_dim, d = c % head_dim;
         const long long dst = ((b * heads + h) * cap + start + t) * head_dim + d;
-        k_cache[dst] = k[i];
-        v_cache[dst] = __float2bfloat16(with_bias(v, v_bias, i, c));
+        *reinterpret_cast<bf2*>(k_cache + dst) = *reinterpret_cast<const bf2*>(k + row * cols + c);
+        float2 vv = ld2(v, row * cols + c);
+        if (v_bias) {
+            const float2 bc = ld2(v_bias, c);
+            vv = make_float2(vv.x + bc.x, vv.y + bc.y);
+        }
+        st2(v_cache, dst, vv.x, vv.y);
     }
 }

@@ -7,3 +7,5 @@ mod cudnn_graph;
 pub mod conv;
 pub mod sdpa;
 pub mod fused;
+pub mod cupti;
+pub mod lt_matmul;
