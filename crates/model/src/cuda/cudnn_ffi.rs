@@ -117,7 +117,6 @@ pub const HEUR_MODE_A: i32 = 3;
 
 type FnCreate = unsafe extern "C" fn(*mut Handle) -> Status;
 type FnSetStream = unsafe extern "C" fn(Handle, *mut c_void) -> Status;
-type FnGetVersion = unsafe extern "C" fn() -> usize;
 type FnErrorString = unsafe extern "C" fn(Status) -> *const c_char;
 type FnLastError = unsafe extern "C" fn(*mut c_char, usize);
 type FnCreateDesc = unsafe extern "C" fn(i32, *mut BackendDesc) -> Status;
@@ -132,7 +131,6 @@ pub struct Api {
     _lib: libloading::Library,
     pub create: FnCreate,
     pub set_stream: FnSetStream,
-    pub get_version: FnGetVersion,
     error_string: FnErrorString,
     last_error: Option<FnLastError>,
     pub create_desc: FnCreateDesc,
@@ -166,7 +164,6 @@ unsafe fn resolve(lib: libloading::Library) -> Result<Api, libloading::Error> {
     Ok(Api {
         create: sym!(b"cudnnCreate\0"),
         set_stream: sym!(b"cudnnSetStream\0"),
-        get_version: sym!(b"cudnnGetVersion\0"),
         error_string: sym!(b"cudnnGetErrorString\0"),
         last_error: lib.get::<FnLastError>(b"cudnnGetLastErrorString\0").ok().map(|s| *s),
         create_desc: sym!(b"cudnnBackendCreateDescriptor\0"),
