@@ -248,9 +248,8 @@ enum RopeArg {
 fn fused_rows(x: &Tensor) -> bool {
     #[cfg(feature = "cuda")]
     {
-        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let off = *OFF.get_or_init(|| std::env::var("LIVETALK_FUSED").is_ok_and(|v| v == "0"));
-        x.device().is_cuda() && x.dtype() == DType::BF16 && !off && crate::cuda::fused::supports_cols(x.dim(D::Minus1).unwrap_or(0))
+        use crate::cuda::fused;
+        x.device().is_cuda() && x.dtype() == DType::BF16 && fused::enabled() && fused::supports_cols(x.dim(D::Minus1).unwrap_or(0))
     }
     #[cfg(not(feature = "cuda"))]
     {

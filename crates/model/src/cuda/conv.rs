@@ -1,4 +1,4 @@
-//! Stride-1 "same" 2-D convolutions in channels-last layout through cuDNN's graph API, with the
+//! Stride-1 "same" 2-D convolutions (and the Wan VAE's causal 3-D ones) in channels-last layout through cuDNN's graph API, with the
 //! bias, a residual and the ReLU fused into the convolution's epilogue: one kernel instead of
 //! the portable path's padding, nine shifted copies, a GEMM, a crop and three elementwise
 //! passes ([`crate::same_conv`], which stays the reference and the CPU path).
@@ -36,46 +36,76 @@ struct Epilogue {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PlanKey {
-    /// n, h, w, c, o, kh, kw
-    dims: [i64; 7],
+    /// Input n, t, h, w, c (t = 1 for 2-D).
+    x: [i64; 5],
+    /// Output channels.
+    o: i64,
+    /// kt, kh, kw (kt = 1 for 2-D).
+    kernel: [i64; 3],
+    /// Zero frames before the input (3-D only; the spatial padding is always "same").
+    pad_t: i64,
+    stride_t: i64,
+    /// 3-D (`[N, C, T, H, W]` descriptors) or 2-D (`[N, C, H, W]`).
+    three_d: bool,
     epilogue: Epilogue,
     dtype: i32,
 }
 
 static STATE: Caches<PlanKey> = Mutex::new(None);
 
+impl PlanKey {
+    /// Output frames.
+    fn t_out(&self) -> i64 {
+        (self.x[1] + self.pad_t - self.kernel[0]) / self.stride_t + 1
+    }
 
-/// NHWC strides of a tensor described to cuDNN as `[N, C, H, W]`.
-fn nhwc_strides(h: i64, w: i64, c: i64) -> [i64; 4] {
-    [h * w * c, 1, w * c, c]
+    /// Dims and channels-last strides of an `[n, t, h, w, c]` tensor as cuDNN sees it:
+    /// `[N, C, (T,) H, W]`.
+    fn described(&self, [n, t, h, w, c]: [i64; 5]) -> (Vec<i64>, Vec<i64>) {
+        if self.three_d {
+            (vec![n, c, t, h, w], vec![t * h * w * c, 1, h * w * c, w * c, c])
+        } else {
+            (vec![n, c, h, w], vec![h * w * c, 1, w * c, c])
+        }
+    }
 }
 
 fn build_plan(api: &'static ffi::Api, handle: ffi::Handle, key: &PlanKey) -> std::result::Result<Plan, String> {
-    let [n, h, w, c, o, kh, kw] = key.dims;
+    let [n, _, h, w, c] = key.x;
+    let [kt, kh, kw] = key.kernel;
+    let o = key.o;
     let dt = key.dtype;
     let f32t = ffi::DATA_FLOAT;
     let ep = key.epilogue;
     let mut g = Builder::new(api, 100);
-    let x = g.tensor(Some(UID_X), dt, [n, c, h, w], nhwc_strides(h, w, c), false)?;
-    let wt = g.tensor(Some(UID_W), dt, [o, c, kh, kw], [kh * kw * c, 1, kw * c, c], false)?;
-    let y_dims = [n, o, h, w];
-    let y_strides = nhwc_strides(h, w, o);
-    let y = g.tensor(Some(UID_Y), dt, y_dims, y_strides, false)?;
+    let (x_dims, x_strides) = key.described(key.x);
+    let x = g.tensor(Some(UID_X), dt, &x_dims, &x_strides, false)?;
+    // weights [O, (kt,) kh, kw, C] described as [O, C, (kt,) kh, kw]
+    let (w_dims, w_strides) = key.described([o, kt, kh, kw, c]);
+    let wt = g.tensor(Some(UID_W), dt, &w_dims, &w_strides, false)?;
+    let (y_dims, y_strides) = key.described([n, key.t_out(), h, w, o]);
+    let y = g.tensor(Some(UID_Y), dt, &y_dims, &y_strides, false)?;
     // Epilogue stages in order; each writes a float virtual tensor, the last one the output.
     let mut stages = Vec::new();
     if ep.bias {
-        stages.push((ffi::PW_ADD, Some(g.tensor(Some(UID_BIAS), dt, [1, o, 1, 1], [o, 1, o, o], false)?)));
+        let (b_dims, b_strides) = key.described([1, 1, 1, 1, o]);
+        stages.push((ffi::PW_ADD, Some(g.tensor(Some(UID_BIAS), dt, &b_dims, &b_strides, false)?)));
     }
     if ep.residual {
-        stages.push((ffi::PW_ADD, Some(g.tensor(Some(UID_RESIDUAL), dt, y_dims, y_strides, false)?)));
+        stages.push((ffi::PW_ADD, Some(g.tensor(Some(UID_RESIDUAL), dt, &y_dims, &y_strides, false)?)));
     }
     if ep.relu {
         stages.push((ffi::PW_RELU_FWD, None));
     }
-    let mut t = if stages.is_empty() { y } else { g.virt(y_dims, y_strides, f32t)? };
-    let mut ops = vec![g.conv_fprop(x, wt, t, [kh / 2, kw / 2])?];
+    let mut t = if stages.is_empty() { y } else { g.virt(&y_dims, &y_strides, f32t)? };
+    let conv = if key.three_d {
+        g.conv_fprop(x, wt, t, &[key.pad_t, kh / 2, kw / 2], &[0, kh / 2, kw / 2], &[key.stride_t, 1, 1])?
+    } else {
+        g.conv_fprop(x, wt, t, &[kh / 2, kw / 2], &[kh / 2, kw / 2], &[1, 1])?
+    };
+    let mut ops = vec![conv];
     for (i, (mode, operand)) in stages.iter().enumerate() {
-        let out = if i + 1 == stages.len() { y } else { g.virt(y_dims, y_strides, f32t)? };
+        let out = if i + 1 == stages.len() { y } else { g.virt(&y_dims, &y_strides, f32t)? };
         ops.push(g.pointwise(*mode, t, *operand, out)?);
         t = out;
     }
@@ -93,19 +123,9 @@ fn forced_portable() -> bool {
 /// O]` output, or `None` when cuDNN cannot run it here (not CUDA, not bf16/f16, no cuDNN,
 /// `LIVETALK_CONV=portable`, or no engine for this graph): the caller computes it portably.
 pub fn conv2d_nhwc(x: &Tensor, w_krsc: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>, relu: bool) -> Result<Option<Tensor>> {
-    let Device::Cuda(dev) = x.device() else {
+    let Some((dev, api, cdt)) = available(x) else {
         return Ok(None);
     };
-    let dtype = x.dtype();
-    let Some(cdt) = cudnn_dtype(dtype) else {
-        return Ok(None);
-    };
-    let Ok(api) = ffi::api() else {
-        return Ok(None);
-    };
-    if forced_portable() {
-        return Ok(None);
-    }
     let (n, h, w, c) = x.dims4()?;
     let (o, kh, kw, wc) = w_krsc.dims4()?;
     if wc != c || kh % 2 == 0 || kw % 2 == 0 {
@@ -117,19 +137,76 @@ pub fn conv2d_nhwc(x: &Tensor, w_krsc: &Tensor, bias: Option<&Tensor>, residual:
         }
     }
     let key = PlanKey {
-        dims: [n, h, w, c, o, kh, kw].map(|d| d as i64),
+        x: [n, 1, h, w, c].map(|d| d as i64),
+        o: o as i64,
+        kernel: [1, kh as i64, kw as i64],
+        pad_t: 0,
+        stride_t: 1,
+        three_d: false,
         epilogue: Epilogue { bias: bias.is_some(), residual: residual.is_some(), relu },
         dtype: cdt,
     };
+    execute(api, dev, &key, x, w_krsc, bias, residual, &[n, h, w, o])
+}
+
+/// The device, cuDNN and its data type for `x`, when the cuDNN path can run for it.
+fn available(x: &Tensor) -> Option<(&CudaDevice, &'static ffi::Api, i32)> {
+    let Device::Cuda(dev) = x.device() else {
+        return None;
+    };
+    let cdt = cudnn_dtype(x.dtype())?;
+    let api = ffi::api().ok()?;
+    (!forced_portable()).then_some((dev, api, cdt))
+}
+
+/// Causal 3-D convolution `conv(x, w) + bias?` for `x` `[N, T, H, W, C]` and `w_ktrsc` `[O, kt,
+/// kh, kw, C]` (odd kh, kw; "same" spatial padding), with `pad_t` zero frames before the input
+/// and a temporal stride: the `[N, T', H, W, O]` output, `T' = (T + pad_t - kt) / stride_t + 1`,
+/// or `None` when cuDNN cannot run it here (as [`conv2d_nhwc`]).
+pub fn conv3d_ndhwc(x: &Tensor, w_ktrsc: &Tensor, bias: Option<&Tensor>, pad_t: usize, stride_t: usize) -> Result<Option<Tensor>> {
+    let Some((dev, api, cdt)) = available(x) else {
+        return Ok(None);
+    };
+    let (n, t, h, w, c) = x.dims5()?;
+    let (o, kt, kh, kw, wc) = w_ktrsc.dims5()?;
+    if wc != c || kh % 2 == 0 || kw % 2 == 0 || stride_t == 0 || t + pad_t < kt {
+        candle_core::bail!("cuDNN conv3d: weights {:?} (stride {stride_t}, {pad_t} padding frames) do not fit input {:?}", w_ktrsc.dims(), x.dims());
+    }
+    let key = PlanKey {
+        x: [n, t, h, w, c].map(|d| d as i64),
+        o: o as i64,
+        kernel: [kt, kh, kw].map(|d| d as i64),
+        pad_t: pad_t as i64,
+        stride_t: stride_t as i64,
+        three_d: true,
+        epilogue: Epilogue { bias: bias.is_some(), residual: false, relu: false },
+        dtype: cdt,
+    };
+    let t_out = key.t_out() as usize;
+    execute(api, dev, &key, x, w_ktrsc, bias, None, &[n, t_out, h, w, o])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    api: &'static ffi::Api,
+    dev: &CudaDevice,
+    key: &PlanKey,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out_dims: &[usize],
+) -> Result<Option<Tensor>> {
     let x = x.contiguous()?;
-    let w_krsc = w_krsc.contiguous()?;
+    let w = w.contiguous()?;
     let bias = bias.map(|b| b.contiguous()).transpose()?;
     let residual = residual.map(|r| r.contiguous()).transpose()?;
-    let out = match dtype {
-        DType::BF16 => run::<half::bf16>(api, dev, &key, &x, &w_krsc, bias.as_ref(), residual.as_ref(), n * h * w * o)?,
-        _ => run::<half::f16>(api, dev, &key, &x, &w_krsc, bias.as_ref(), residual.as_ref(), n * h * w * o)?,
+    let len = out_dims.iter().product();
+    let out = match x.dtype() {
+        DType::BF16 => run::<half::bf16>(api, dev, key, &x, &w, bias.as_ref(), residual.as_ref(), len)?,
+        _ => run::<half::f16>(api, dev, key, &x, &w, bias.as_ref(), residual.as_ref(), len)?,
     };
-    Ok(out.map(|s| Tensor::from_storage(Storage::Cuda(s), (n, h, w, o), BackpropOp::none(), false)))
+    Ok(out.map(|s| Tensor::from_storage(Storage::Cuda(s), out_dims, BackpropOp::none(), false)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -169,10 +246,10 @@ where
         Ok(()) => Ok(Some(CudaStorage::wrap_cuda_slice(out, dev.clone()))),
         // A graph without an engine: remembered, portable path from now on for this key.
         Err(e) if state.failed(key).is_some() => {
-            tracing::debug!("cuDNN conv {:?}: {e}; using the portable convolution", key.dims);
+            tracing::debug!("cuDNN conv {key:?}: {e}; using the portable convolution");
             Ok(None)
         }
-        Err(e) => Err(candle_core::Error::Msg(format!("cuDNN conv {:?}: {e}", key.dims))),
+        Err(e) => Err(candle_core::Error::Msg(format!("cuDNN conv {key:?}: {e}"))),
     }
     })
 }

@@ -28,7 +28,7 @@ impl Builder {
     }
 
     /// A tensor: real (with `uid`) or virtual (`None`); returns its index in `keep`.
-    pub fn tensor(&mut self, uid: Option<i64>, dtype: i32, dims: [i64; 4], strides: [i64; 4], by_value: bool) -> Result<usize, String> {
+    pub fn tensor(&mut self, uid: Option<i64>, dtype: i32, dims: &[i64], strides: &[i64], by_value: bool) -> Result<usize, String> {
         let t = Desc::new(self.api, ffi::TENSOR_DESCRIPTOR)?;
         let is_virtual = uid.is_none();
         let uid = uid.unwrap_or_else(|| {
@@ -36,8 +36,8 @@ impl Builder {
             self.next_uid
         });
         t.set_enum(ffi::ATTR_TENSOR_DATA_TYPE, ffi::TYPE_DATA_TYPE, dtype)?;
-        t.set_i64s(ffi::ATTR_TENSOR_DIMENSIONS, &dims)?;
-        t.set_i64s(ffi::ATTR_TENSOR_STRIDES, &strides)?;
+        t.set_i64s(ffi::ATTR_TENSOR_DIMENSIONS, dims)?;
+        t.set_i64s(ffi::ATTR_TENSOR_STRIDES, strides)?;
         t.set_i64s(ffi::ATTR_TENSOR_UNIQUE_ID, &[uid])?;
         t.set_i64s(ffi::ATTR_TENSOR_BYTE_ALIGNMENT, &[16])?;
         t.set_bool(ffi::ATTR_TENSOR_IS_VIRTUAL, is_virtual)?;
@@ -49,7 +49,7 @@ impl Builder {
         Ok(self.keep.len() - 1)
     }
 
-    pub fn virt(&mut self, dims: [i64; 4], strides: [i64; 4], dtype: i32) -> Result<usize, String> {
+    pub fn virt(&mut self, dims: &[i64], strides: &[i64], dtype: i32) -> Result<usize, String> {
         self.tensor(None, dtype, dims, strides, false)
     }
 
@@ -103,17 +103,17 @@ impl Builder {
         Ok(self.op(op))
     }
 
-    /// 2-D cross-correlation `y = conv(x, w)`, stride 1, zero padding `pad` on each side,
-    /// float accumulation.
-    pub fn conv_fprop(&mut self, x: usize, w: usize, y: usize, pad: [i64; 2]) -> Result<usize, String> {
+    /// Cross-correlation `y = conv(x, w)` over `strides.len()` spatial dims (2 or 3) with zero
+    /// padding `pre` before and `post` after each dim, float accumulation.
+    pub fn conv_fprop(&mut self, x: usize, w: usize, y: usize, pre: &[i64], post: &[i64], strides: &[i64]) -> Result<usize, String> {
         let conv = Desc::new(self.api, ffi::CONVOLUTION_DESCRIPTOR)?;
         conv.set_enum(ffi::ATTR_CONVOLUTION_COMP_TYPE, ffi::TYPE_DATA_TYPE, ffi::DATA_FLOAT)?;
         conv.set_enum(ffi::ATTR_CONVOLUTION_CONV_MODE, ffi::TYPE_CONVOLUTION_MODE, ffi::CROSS_CORRELATION)?;
-        conv.set_i64s(ffi::ATTR_CONVOLUTION_SPATIAL_DIMS, &[2])?;
-        conv.set_i64s(ffi::ATTR_CONVOLUTION_DILATIONS, &[1, 1])?;
-        conv.set_i64s(ffi::ATTR_CONVOLUTION_FILTER_STRIDES, &[1, 1])?;
-        conv.set_i64s(ffi::ATTR_CONVOLUTION_PRE_PADDINGS, &pad)?;
-        conv.set_i64s(ffi::ATTR_CONVOLUTION_POST_PADDINGS, &pad)?;
+        conv.set_i64s(ffi::ATTR_CONVOLUTION_SPATIAL_DIMS, &[strides.len() as i64])?;
+        conv.set_i64s(ffi::ATTR_CONVOLUTION_DILATIONS, &vec![1; strides.len()])?;
+        conv.set_i64s(ffi::ATTR_CONVOLUTION_FILTER_STRIDES, strides)?;
+        conv.set_i64s(ffi::ATTR_CONVOLUTION_PRE_PADDINGS, pre)?;
+        conv.set_i64s(ffi::ATTR_CONVOLUTION_POST_PADDINGS, post)?;
         conv.finalize("convolution descriptor")?;
         let op = Desc::new(self.api, ffi::OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR)?;
         op.set_f32(ffi::ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0)?;

@@ -17,6 +17,12 @@ const THREADS: u32 = 256;
 /// Widest row the row kernels take (2 channels x THREADS threads x MAXP pairs in kernels.cu).
 pub const MAX_COLS: usize = 2 * THREADS as usize * 8;
 
+/// Whether the fused kernels may run (`LIVETALK_FUSED=0` switches them off, read once).
+pub fn enabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*OFF.get_or_init(|| std::env::var("LIVETALK_FUSED").is_ok_and(|v| v == "0"))
+}
+
 /// Whether the row kernels take rows of `cols` channels.
 pub fn supports_cols(cols: usize) -> bool {
     cols % 2 == 0 && cols > 0 && cols <= MAX_COLS
@@ -284,4 +290,27 @@ pub fn kv_write(k: &Tensor, v: &Tensor, v_bias: Option<&Tensor>, k_cache: &Tenso
     }
     unsafe { launch.launch(rows_config(b * n)) }.w()?;
     Ok(())
+}
+
+/// The Wan VAE's RMS norm over the channels of `x` `[B, T, C, H, W]` (bf16) with the f32 `gain`
+/// `[C]` (`sqrt(C) * gamma`), then SiLU when `silu`.
+pub fn channel_rms_norm(x: &Tensor, gain: &Tensor, silu: bool) -> Result<Tensor> {
+    let dev = cuda_device(x)?;
+    let stream = dev.cuda_stream();
+    let x = x.contiguous()?;
+    let (b, t, c, h, w) = x.dims5()?;
+    if gain.dims() != [c] {
+        candle_core::bail!("channel rms norm: gain {:?} for {c} channels", gain.dims());
+    }
+    let gain = gain.contiguous()?;
+    let pixels = h * w;
+    let out = unsafe { dev.alloc::<bf16>(x.elem_count())? };
+    let (x_ptr, out_ptr, g_ptr) = (typed_ptr::<bf16>(&x, &stream)?, out.device_ptr(&stream).0, typed_ptr::<f32>(&gain, &stream)?);
+    let func = dev.get_or_load_custom_func("channel_rms_norm_bf16", MODULE, PTX)?;
+    let (c_i, px, silu_i) = (c as i32, pixels as i64, silu as i32);
+    let mut launch = func.builder();
+    launch.arg(&x_ptr).arg(&out_ptr).arg(&g_ptr).arg(&c_i).arg(&px).arg(&silu_i);
+    let grid = (pixels.div_ceil(THREADS as usize) as u32, (b * t) as u32, 1);
+    unsafe { launch.launch(LaunchConfig { grid_dim: grid, block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    Ok(wrap(out, &dev, x.dims()))
 }

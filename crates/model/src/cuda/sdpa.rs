@@ -69,26 +69,26 @@ fn build_plan(api: &'static ffi::Api, handle: ffi::Handle, key: &PlanKey) -> std
     let dt = key.dtype;
     let f32t = ffi::DATA_FLOAT;
     let mut g = Builder::new(api, 100);
-    let q = g.tensor(Some(UID_Q), dt, [b, h, sq, d], key.q, false)?;
+    let q = g.tensor(Some(UID_Q), dt, &[b, h, sq, d], &key.q, false)?;
     // Kᵀ: the K tensor with its last two dims (and strides) swapped.
-    let kt = g.tensor(Some(UID_K), dt, [b, h, d, skv], [key.k[0], key.k[1], key.k[3], key.k[2]], false)?;
-    let v = g.tensor(Some(UID_V), dt, [b, h, skv, d], key.v, false)?;
-    let o = g.tensor(Some(UID_O), dt, [b, h, sq, d], key.o, false)?;
-    let scale = g.tensor(Some(UID_SCALE), f32t, [1, 1, 1, 1], [1, 1, 1, 1], true)?;
+    let kt = g.tensor(Some(UID_K), dt, &[b, h, d, skv], &[key.k[0], key.k[1], key.k[3], key.k[2]], false)?;
+    let v = g.tensor(Some(UID_V), dt, &[b, h, skv, d], &key.v, false)?;
+    let o = g.tensor(Some(UID_O), dt, &[b, h, sq, d], &key.o, false)?;
+    let scale = g.tensor(Some(UID_SCALE), f32t, &[1, 1, 1, 1], &[1, 1, 1, 1], true)?;
 
     let s_dims = [b, h, sq, skv];
     let s_strides = [h * sq * skv, sq * skv, skv, 1];
     let r_dims = [b, h, sq, 1];
     let r_strides = [h * sq, sq, 1, 1];
-    let s = g.virt(s_dims, s_strides, f32t)?;
-    let s_scaled = g.virt(s_dims, s_strides, f32t)?;
-    let m = g.virt(r_dims, r_strides, f32t)?;
-    let s_sub = g.virt(s_dims, s_strides, f32t)?;
-    let e = g.virt(s_dims, s_strides, f32t)?;
-    let z = g.virt(r_dims, r_strides, f32t)?;
-    let log_z = g.virt(r_dims, r_strides, f32t)?;
-    let stats = g.virt(r_dims, r_strides, f32t)?;
-    let p = g.virt(s_dims, s_strides, dt)?;
+    let s = g.virt(&s_dims, &s_strides, f32t)?;
+    let s_scaled = g.virt(&s_dims, &s_strides, f32t)?;
+    let m = g.virt(&r_dims, &r_strides, f32t)?;
+    let s_sub = g.virt(&s_dims, &s_strides, f32t)?;
+    let e = g.virt(&s_dims, &s_strides, f32t)?;
+    let z = g.virt(&r_dims, &r_strides, f32t)?;
+    let log_z = g.virt(&r_dims, &r_strides, f32t)?;
+    let stats = g.virt(&r_dims, &r_strides, f32t)?;
+    let p = g.virt(&s_dims, &s_strides, dt)?;
 
     let ops = [
         g.matmul(q, kt, s)?,

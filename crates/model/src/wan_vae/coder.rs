@@ -92,7 +92,7 @@ impl Head {
     }
 
     fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
-        let x = candle_nn::ops::silu(&self.norm.forward(x)?)?;
+        let x = self.norm.forward_silu(x)?;
         self.conv.forward_cached(&x, cache.next_slot())
     }
 }

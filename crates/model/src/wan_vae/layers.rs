@@ -81,6 +81,9 @@ pub(crate) struct CausalConv3d {
     stride_t: usize,
     /// Frames of left padding the causal conv needs (2 * the symmetric padding of a Conv3d).
     pad_t: usize,
+    /// The weights as `[O, kt, kh, kw, C]` for cuDNN's 3-D convolution (CUDA, bf16/f16 only).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    ktrsc: Option<Tensor>,
 }
 
 impl CausalConv3d {
@@ -100,11 +103,15 @@ impl CausalConv3d {
         let taps = (0..kt)
             .map(|k| SameConv::new(&weight.narrow(2, k, 1)?.squeeze(2)?))
             .collect::<Result<Vec<_>>>()?;
+        let ktrsc = (weight.device().is_cuda() && matches!(weight.dtype(), DType::BF16 | DType::F16))
+            .then(|| weight.permute((0, 2, 3, 4, 1))?.contiguous())
+            .transpose()?;
         Ok(Self {
             taps,
             bias,
             stride_t,
             pad_t: 2 * padding_t,
+            ktrsc,
         })
     }
 
@@ -118,8 +125,7 @@ impl CausalConv3d {
             left -= num_frames(&cache)?;
             x = Tensor::cat(&[&cache, &x], 1)?;
         }
-        let x = x.pad_with_zeros(1, left, 0)?;
-        let t = num_frames(&x)?;
+        let t = num_frames(&x)? + left;
         let kt = self.taps.len();
         if t < kt {
             return Err(VaeError::Input(format!(
@@ -127,6 +133,16 @@ impl CausalConv3d {
             ))
             .into());
         }
+        #[cfg(feature = "cuda")]
+        if let Some(w) = &self.ktrsc {
+            // one cuDNN 3-D convolution (zero frames as padding, bias in the epilogue) in
+            // channels-last order
+            let xl = x.permute((0, 1, 3, 4, 2))?;
+            if let Some(y) = crate::cuda::conv::conv3d_ndhwc(&xl, w, Some(&self.bias.flatten_all()?), left, self.stride_t)? {
+                return y.permute((0, 1, 4, 2, 3))?.contiguous();
+            }
+        }
+        let x = x.pad_with_zeros(1, left, 0)?;
         let t_out = (t - kt) / self.stride_t + 1;
         // Channels-last and spatially padded once for all taps: [B, T, Hp, Wp, C].
         let padded = self.taps[0].pad(&x.permute((0, 1, 3, 4, 2))?)?;
@@ -234,7 +250,8 @@ impl Module for FrameConv2d {
     }
 }
 
-/// `F.normalize(x, dim=channels) * sqrt(C) * gamma`, computed in f32.
+/// `F.normalize(x, dim=channels) * sqrt(C) * gamma`, computed in f32 (one fused kernel, with the
+/// SiLU that follows it, on CUDA in bf16).
 #[derive(Clone, Debug)]
 pub(crate) struct RmsNorm {
     /// `sqrt(C) * gamma` as `[1, 1, C, 1, 1]`, f32.
@@ -255,9 +272,24 @@ impl RmsNorm {
     }
 }
 
+impl RmsNorm {
+    /// The norm, then SiLU.
+    pub(crate) fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() && x.dtype() == DType::BF16 && x.rank() == 5 && crate::cuda::fused::enabled() {
+            return crate::cuda::fused::channel_rms_norm(x, &self.scaled_gamma.flatten_all()?, true);
+        }
+        candle_nn::ops::silu(&self.forward(x)?)
+    }
+}
+
 impl Module for RmsNorm {
     /// `x`: `[B, T, C, H, W]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() && x.dtype() == DType::BF16 && x.rank() == 5 && crate::cuda::fused::enabled() {
+            return crate::cuda::fused::channel_rms_norm(x, &self.scaled_gamma.flatten_all()?, false);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let norm = x.sqr()?.sum_keepdim(2)?.sqrt()?.maximum(1e-12)?;
@@ -306,9 +338,9 @@ impl ResidualBlock {
             Some(conv) => conv.forward(x, None)?,
             None => x.clone(),
         };
-        let r = candle_nn::ops::silu(&self.norm1.forward(x)?)?;
+        let r = self.norm1.forward_silu(x)?;
         let r = self.conv1.forward_cached(&r, cache.next_slot())?;
-        let r = candle_nn::ops::silu(&self.norm2.forward(&r)?)?;
+        let r = self.norm2.forward_silu(&r)?;
         let r = self.conv2.forward_cached(&r, cache.next_slot())?;
         r + h
     }
