@@ -15,6 +15,7 @@
 //! The conditioning `y` `[B, 17, F, h, w]` is built per block from the reference latent: the latent
 //! repeated over the block's frames plus a mask channel that is 0 for absolute frame 0 and 1 after.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -142,7 +143,7 @@ pub struct StreamGenerator {
     prompt: PromptCache,
     /// `[B, 1, C, h, w]` float32 on the model's device.
     ref_latent: Tensor,
-    noise: Box<dyn NoiseSource>,
+    noise: Noise,
     block: usize,
     start_frame: usize,
     last: Option<BlockRecord>,
@@ -191,7 +192,7 @@ impl StreamGenerator {
             kv,
             prompt,
             ref_latent,
-            noise,
+            noise: Noise::new(noise),
             block: 0,
             start_frame: 0,
             last: None,
@@ -209,6 +210,7 @@ impl StreamGenerator {
     /// Starts a new stream (empty cache, frame 0) with the same prompt and reference.
     pub fn reset(&mut self) {
         self.kv.reset();
+        self.noise.settle();
         self.block = 0;
         self.start_frame = 0;
         self.last = None;
@@ -239,7 +241,8 @@ impl StreamGenerator {
     }
 
     pub fn set_noise_source(&mut self, noise: Box<dyn NoiseSource>) {
-        self.noise = noise;
+        self.noise.settle();
+        self.noise = Noise::new(noise);
     }
 
     pub fn dit(&self) -> &Arc<CausalWanModel> {
@@ -331,7 +334,8 @@ impl StreamGenerator {
         };
         let mut rec = BlockRecord { block: self.block, start_frame: self.start_frame, ..Default::default() };
 
-        let mut x = self.noise.noise(self.block, NoiseKind::Initial, &[b, f, c, h, w])?.to_device(&dev)?;
+        let shapes = self.noise_shapes()?;
+        let mut x = self.noise.draw(self.block, NoiseKind::Initial, &shapes.initial)?.to_device(&dev)?;
         let steps = self.steps.clone();
         let mut x0 = None;
         for (i, &t) in steps.iter().enumerate() {
@@ -347,10 +351,7 @@ impl StreamGenerator {
                 rec.step_x0.push(pred.reshape((b, f, c, h, w))?);
             }
             if i + 1 < steps.len() {
-                let noise = self
-                    .noise
-                    .noise(self.block, NoiseKind::Renoise { step: i + 1 }, &[b * f, c, h, w])?
-                    .to_device(&dev)?;
+                let noise = self.noise.draw(self.block, NoiseKind::Renoise { step: i + 1 }, &shapes.renoise)?.to_device(&dev)?;
                 x = self.scheduler.add_noise(&pred, &noise, steps[i + 1])?.reshape((b, f, c, h, w))?;
             } else {
                 x0 = Some(pred.reshape((b, f, c, h, w))?);
@@ -369,6 +370,159 @@ impl StreamGenerator {
         self.last = Some(rec);
         self.block += 1;
         self.start_frame += f;
+        // the next block's noise is drawn on a helper thread while this block runs
+        self.noise.start_drawing(self.block, shapes);
         Ok(x0)
+    }
+
+    fn noise_shapes(&self) -> Result<NoiseShapes> {
+        let f = self.cfg.num_frame_per_block;
+        let (b, _, c, h, w) = self.ref_latent.dims5()?;
+        Ok(NoiseShapes { initial: vec![b, f, c, h, w], renoise: vec![b * f, c, h, w], renoises: self.steps.len() - 1 })
+    }
+}
+
+/// The shapes of one block's noise draws.
+#[derive(Clone)]
+struct NoiseShapes {
+    initial: Vec<usize>,
+    renoise: Vec<usize>,
+    renoises: usize,
+}
+
+type Drawn = (Box<dyn NoiseSource>, Result<VecDeque<Tensor>>);
+
+/// The generator's noise: its source, or the source lent to a helper thread that draws the
+/// next block's noise while the current block runs (drawing one block's noise on the host took
+/// ~20 ms, and the GPU waited for it). Draws stay in the source's call order (a block's initial
+/// noise, then each re-noise), so the values are the same as drawing in place; a block with
+/// nothing drawn ahead (a stream's first) draws each tensor when it needs it.
+struct Noise {
+    source: Source,
+    /// Drawn ahead for block `.0`, in the order it asks.
+    ahead: Option<(usize, VecDeque<Tensor>)>,
+}
+
+enum Source {
+    Ready(Box<dyn NoiseSource>),
+    /// Drawing block `.0`'s noise.
+    Drawing(usize, std::thread::JoinHandle<Drawn>),
+    /// Only while being moved between the states (or after the helper thread panicked).
+    Lost,
+}
+
+/// Block `block`'s noise in the order the block uses it: the initial noise, then one re-noise
+/// per denoising step after the first (on the source's device, usually the host).
+fn draw_block(source: &mut dyn NoiseSource, block: usize, shapes: &NoiseShapes) -> Result<VecDeque<Tensor>> {
+    let mut out = VecDeque::with_capacity(1 + shapes.renoises);
+    out.push_back(source.noise(block, NoiseKind::Initial, &shapes.initial)?);
+    for step in 1..=shapes.renoises {
+        out.push_back(source.noise(block, NoiseKind::Renoise { step }, &shapes.renoise)?);
+    }
+    Ok(out)
+}
+
+impl Noise {
+    fn new(source: Box<dyn NoiseSource>) -> Self {
+        Noise { source: Source::Ready(source), ahead: None }
+    }
+
+    /// Waits for a helper thread and keeps what it drew.
+    fn settle(&mut self) {
+        self.ahead = None;
+        match std::mem::replace(&mut self.source, Source::Lost) {
+            Source::Drawing(block, handle) => {
+                if let Ok((source, drawn)) = handle.join() {
+                    self.source = Source::Ready(source);
+                    // a failed draw is reported when the block draws in place
+                    self.ahead = drawn.ok().map(|d| (block, d));
+                }
+            }
+            other => self.source = other,
+        }
+    }
+
+    /// The next noise tensor of block `block` (`kind` in the block's call order).
+    fn draw(&mut self, block: usize, kind: NoiseKind, shape: &[usize]) -> Result<Tensor> {
+        if kind == NoiseKind::Initial {
+            self.settle();
+        }
+        if let Some((b, queue)) = &mut self.ahead {
+            if *b == block {
+                if let Some(t) = queue.pop_front() {
+                    return Ok(t);
+                }
+            }
+        }
+        match &mut self.source {
+            Source::Ready(source) => source.noise(block, kind, shape),
+            _ => candle_core::bail!("generator: the noise source was lost (its drawing thread panicked)"),
+        }
+    }
+
+    /// Starts drawing block `block`'s noise on a helper thread.
+    fn start_drawing(&mut self, block: usize, shapes: NoiseShapes) {
+        self.ahead = None;
+        match std::mem::replace(&mut self.source, Source::Lost) {
+            Source::Ready(mut source) => {
+                let handle = std::thread::spawn(move || {
+                    let drawn = draw_block(source.as_mut(), block, &shapes);
+                    (source, drawn)
+                });
+                self.source = Source::Drawing(block, handle);
+            }
+            other => self.source = other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shapes() -> NoiseShapes {
+        NoiseShapes { initial: vec![1, 3, 2, 2, 2], renoise: vec![3, 2, 2, 2], renoises: 3 }
+    }
+
+    fn values(v: &VecDeque<Tensor>) -> Vec<Vec<f32>> {
+        v.iter().map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    }
+
+    fn draw_all(noise: &mut Noise, block: usize) -> VecDeque<Tensor> {
+        let sh = shapes();
+        let mut out = VecDeque::from([noise.draw(block, NoiseKind::Initial, &sh.initial).unwrap()]);
+        for step in 1..=sh.renoises {
+            out.push_back(noise.draw(block, NoiseKind::Renoise { step }, &sh.renoise).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn noise_drawn_ahead_on_a_thread_equals_noise_drawn_in_place() {
+        let mut in_place = SeededNoise::new(7);
+        let block0 = draw_block(&mut in_place, 0, &shapes()).unwrap();
+        let block1 = draw_block(&mut in_place, 1, &shapes()).unwrap();
+
+        let mut noise = Noise::new(Box::new(SeededNoise::new(7)));
+        let first = draw_all(&mut noise, 0);
+        noise.start_drawing(1, shapes());
+        assert!(matches!(noise.source, Source::Drawing(1, _)));
+        let second = draw_all(&mut noise, 1);
+        assert_eq!(values(&first), values(&block0));
+        assert_eq!(values(&second), values(&block1));
+        assert_eq!(second[0].dims(), [1, 3, 2, 2, 2]);
+        assert_eq!(second[1].dims(), [3, 2, 2, 2]);
+    }
+
+    #[test]
+    fn draws_made_for_another_block_are_not_used() {
+        let mut noise = Noise::new(Box::new(SeededNoise::new(3)));
+        noise.start_drawing(5, shapes());
+        // a reset: block 0 comes next; the draws for block 5 are dropped and fresh ones made
+        let mut in_place = SeededNoise::new(3);
+        draw_block(&mut in_place, 5, &shapes()).unwrap();
+        let expected = draw_block(&mut in_place, 0, &shapes()).unwrap();
+        assert_eq!(values(&draw_all(&mut noise, 0)), values(&expected));
+        assert!(matches!(noise.source, Source::Ready(_)));
     }
 }

@@ -47,6 +47,36 @@ pub struct PhaseProfile {
     pub driver_calls: Vec<Share>,
     /// Host time inside driver calls, per block.
     pub driver_ms: f64,
+    /// GPU idle time per block by gap length: under 10 µs (the launch-to-launch floor), 10 to
+    /// 100 µs, 100 µs and longer.
+    pub idle_by_gap_ms: [f64; 3],
+    /// The longest idle gaps (ms) with the activities before and after them.
+    pub longest_gaps: Vec<(f64, String, String)>,
+}
+
+/// An idle stretch of the GPU inside a window: (start, end, activity before, activity after).
+type Gap = (u64, u64, Arc<str>, Arc<str>);
+
+/// The idle gaps between GPU activities (`(start, end, name)`, any streams) inside `[lo, hi]`,
+/// counting from the window's start and to its end.
+fn gaps(mut acts: Vec<(u64, u64, Arc<str>)>, lo: u64, hi: u64) -> Vec<Gap> {
+    acts.retain(|a| a.1 > lo && a.0 < hi);
+    acts.sort_by_key(|a| a.0);
+    let mut out = Vec::new();
+    let (mut end, mut last): (u64, Arc<str>) = (lo, "window start".into());
+    for (s, e, name) in acts {
+        if s > end {
+            out.push((end, s, last.clone(), name.clone()));
+        }
+        if e > end {
+            end = e;
+            last = name;
+        }
+    }
+    if hi > end {
+        out.push((end, hi, last, "window end".into()));
+    }
+    out
 }
 
 /// Length of the union of `intervals` clipped to `[lo, hi]`.
@@ -87,6 +117,7 @@ pub fn summarize(phase: &str, records: &[Activity], windows: &[(u64, u64)]) -> P
     let inside = |a: &Activity| windows.iter().any(|&(lo, hi)| a.start() >= lo && a.start() < hi);
     let (mut kinds, mut kernels, mut calls) = (HashMap::new(), HashMap::new(), HashMap::new());
     let mut gpu = Vec::new();
+    let mut named = Vec::new();
     let mut driver_ns = 0;
     for a in records.iter().filter(|a| inside(a)) {
         let ns = a.end().saturating_sub(a.start());
@@ -109,11 +140,26 @@ pub fn summarize(phase: &str, records: &[Activity], windows: &[(u64, u64)]) -> P
         }
         if a.on_gpu() {
             gpu.push((a.start(), a.end()));
+            let name: Arc<str> = match a {
+                Activity::Kernel { name, .. } => name.clone(),
+                Activity::Copy { kind, .. } => format!("copy (kind {kind})").into(),
+                _ => "memset".into(),
+            };
+            named.push((a.start(), a.end(), name));
         }
     }
     let span: u64 = windows.iter().map(|&(lo, hi)| hi.saturating_sub(lo)).sum();
     let busy: u64 = windows.iter().map(|&(lo, hi)| union_ns(gpu.clone(), lo, hi)).sum();
     let per_block = |ns: u64| ns as f64 / 1e6 / blocks as f64;
+    let all_gaps: Vec<Gap> = windows.iter().flat_map(|&(lo, hi)| gaps(named.clone(), lo, hi)).collect();
+    let mut idle = [0u64; 3];
+    for (s, e, _, _) in &all_gaps {
+        let len = e - s;
+        idle[if len < 10_000 { 0 } else if len < 100_000 { 1 } else { 2 }] += len;
+    }
+    let mut longest: Vec<&Gap> = all_gaps.iter().collect();
+    longest.sort_by_key(|g| std::cmp::Reverse(g.1 - g.0));
+    let longest_gaps = longest.iter().take(5).map(|(s, e, a, b)| ((e - s) as f64 / 1e6, a.to_string(), b.to_string())).collect();
     PhaseProfile {
         phase: phase.to_string(),
         blocks,
@@ -123,6 +169,8 @@ pub fn summarize(phase: &str, records: &[Activity], windows: &[(u64, u64)]) -> P
         top_kernels: shares(kernels, blocks, 12),
         driver_calls: shares(calls, blocks, 10),
         driver_ms: per_block(driver_ns),
+        idle_by_gap_ms: idle.map(per_block),
+        longest_gaps,
     }
 }
 
@@ -146,6 +194,11 @@ impl fmt::Display for PhaseProfile {
             self.span_ms - self.busy_ms,
             100.0 * (self.span_ms - self.busy_ms) / self.span_ms.max(1e-9)
         )?;
+        let [short_gaps, mid_gaps, long_gaps] = self.idle_by_gap_ms;
+        writeln!(f, "    idle in gaps < 10 us {short_gaps:.1} ms, 10-100 us {mid_gaps:.1} ms, >= 100 us {long_gaps:.1} ms")?;
+        for (ms, before, after) in &self.longest_gaps {
+            writeln!(f, "      gap {:.2} ms after {} before {}", ms, short(before, 40), short(after, 40))?;
+        }
         for s in &self.kinds {
             writeln!(f, "    {:<28} {:>8.2} ms  {:>7.0} launches", s.name, s.ms, s.count)?;
         }
@@ -193,6 +246,10 @@ mod tests {
         assert_eq!(ms("candle copies"), None);
         assert!((p.driver_ms - 0.02).abs() < 1e-9);
         assert_eq!(p.driver_calls[0].name, "cuLaunchKernel");
+        // idle: 1.5..3 ms and 4.5..10 ms (to the window's end), both long gaps
+        assert_eq!(p.idle_by_gap_ms, [0.0, 0.0, 7.0]);
+        assert_eq!(p.longest_gaps[0], (5.5, "copy (kind 1)".to_string(), "window end".to_string()));
+        assert_eq!(p.longest_gaps[1], (1.5, "sm90_xmma_gemm_bf16bf16_bf16f32".to_string(), "rms_norm_rope_bf16".to_string()));
         let text = p.to_string();
         assert!(text.contains("GPU idle 7.0 ms (70%)"), "{text}");
     }
@@ -206,6 +263,15 @@ mod tests {
         assert!((p.busy_ms - 3.0).abs() < 1e-9);
         assert_eq!(p.top_kernels, vec![Share { name: "a".into(), count: 1.0, ms: 3.0 }]);
         assert_eq!(p.kinds[0].name, OTHER);
+    }
+
+    #[test]
+    fn short_gaps_between_back_to_back_kernels_are_counted_apart() {
+        let recs = vec![kernel(1_000, 5_000, 1, "a"), kernel(7_000, 50_000, 1, "b"), kernel(100_000, 400_000, 1, "c")];
+        let p = summarize("DiT", &recs, &[(1_000, 400_000)]);
+        // 2 us between a and b, 50 us between b and c
+        assert_eq!(p.idle_by_gap_ms, [0.002, 0.05, 0.0]);
+        assert_eq!(p.longest_gaps[0], (0.05, "b".to_string(), "c".to_string()));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! RMSNorm + 3-axis RoPE (angles from a per-forward table), the gated residual (+ the next
 //! layer's audio row) and the KV cache write. Each replaces a chain of candle elementwise
 //! kernels; the portable chains in `dit.rs` stay the reference (and the CPU path). The row
-//! kernels work on channel pairs held in registers: rows of an even number of channels, at most
-//! [`MAX_COLS`].
+//! kernels read 8-channel vectors: rows of a multiple of 8 channels, at most [`MAX_COLS`],
+//! starting 16-byte aligned.
 
 use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
@@ -14,8 +14,10 @@ use half::bf16;
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 const MODULE: &str = "livetalk_fused";
 const THREADS: u32 = 256;
-/// Widest row the row kernels take (2 channels x THREADS threads x MAXP pairs in kernels.cu).
-pub const MAX_COLS: usize = 2 * THREADS as usize * 8;
+/// Widest row the row kernels take (32 lanes x MAXV vectors of 8 channels in kernels.cu).
+pub const MAX_COLS: usize = 32 * 8 * 6;
+/// Rows per thread block of the one-warp-per-row kernels (WARP_ROWS in kernels.cu).
+const WARP_ROWS: usize = 8;
 
 /// Whether the fused kernels may run (`LIVETALK_FUSED=0` switches them off, read once).
 pub fn enabled() -> bool {
@@ -25,7 +27,7 @@ pub fn enabled() -> bool {
 
 /// Whether the row kernels take rows of `cols` channels.
 pub fn supports_cols(cols: usize) -> bool {
-    cols % 2 == 0 && cols > 0 && cols <= MAX_COLS
+    cols % 8 == 0 && cols > 0 && cols <= MAX_COLS
 }
 
 fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
@@ -55,13 +57,18 @@ where
     }
 }
 
-/// A bf16 tensor's address, 4-byte aligned (the kernels read channel pairs).
+/// A bf16 tensor's address, 16-byte aligned (the kernels read 8-channel vectors).
 fn ptr(t: &Tensor, stream: &CudaStream) -> Result<u64> {
     let p = typed_ptr::<bf16>(t, stream)?;
-    if p % 4 != 0 {
-        candle_core::bail!("fused kernel: a {:?} tensor starts at an odd element", t.dims());
+    if p % 16 != 0 {
+        candle_core::bail!("fused kernel: a {:?} tensor does not start 16-byte aligned", t.dims());
     }
     Ok(p)
+}
+
+/// One warp per row, WARP_ROWS rows per block.
+fn warp_rows_config(rows: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.div_ceil(WARP_ROWS).max(1) as u32, 1, 1), block_dim: (32 * WARP_ROWS as u32, 1, 1), shared_mem_bytes: 0 }
 }
 
 fn f64_ptr(t: &Tensor, stream: &CudaStream) -> Result<u64> {
@@ -79,7 +86,7 @@ fn wrap(out: candle_core::cuda_backend::cudarc::driver::CudaSlice<bf16>, dev: &C
 
 fn check_cols(cols: usize) -> Result<()> {
     if !supports_cols(cols) {
-        candle_core::bail!("fused kernel: rows of {cols} channels (even, at most {MAX_COLS})");
+        candle_core::bail!("fused kernel: rows of {cols} channels (a multiple of 8, at most {MAX_COLS})");
     }
     Ok(())
 }
@@ -135,11 +142,11 @@ pub fn layer_norm_modulate(
     let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
     let (x_ptr, out_ptr) = (ptr(&x, &stream)?, out.device_ptr(&stream).0);
     let func = dev.get_or_load_custom_func("layer_norm_modulate_bf16", MODULE, PTX)?;
-    let (cols_i, eps_f) = (cols as i32, eps as f32);
+    let (cols_i, rows_i, eps_f) = (cols as i32, rows as i64, eps as f32);
     let mut launch = func.builder();
     launch.arg(&x_ptr).arg(&out_ptr).arg(&w).arg(&b).arg(&shift).arg(&scale);
-    launch.arg(&cols_i).arg(&rows_per_frame).arg(&stride).arg(&eps_f);
-    unsafe { launch.launch(rows_config(rows)) }.w()?;
+    launch.arg(&cols_i).arg(&rows_i).arg(&rows_per_frame).arg(&stride).arg(&eps_f);
+    unsafe { launch.launch(warp_rows_config(rows)) }.w()?;
     Ok(wrap(out, &dev, x.dims()))
 }
 
@@ -199,15 +206,11 @@ pub fn rms_norm_rope(x: &Tensor, bias: Option<&Tensor>, w: &Tensor, eps: f64, ro
     let (x_ptr, out_ptr, w_ptr) = (ptr(&x, &stream)?, out.device_ptr(&stream).0, ptr(w, &stream)?);
     let b_ptr = opt_ptr(bias, &stream)?;
     let func = dev.get_or_load_custom_func("rms_norm_rope_bf16", MODULE, PTX)?;
-    let ints = [cols, head_dim, tokens].map(|v| v as i32);
-    let eps_f = eps as f32;
+    let (cols_i, rows_i, head_dim_i, tokens_i, eps_f) = (cols as i32, rows as i64, head_dim as i32, tokens as i32, eps as f32);
     let mut launch = func.builder();
     launch.arg(&x_ptr).arg(&b_ptr).arg(&out_ptr).arg(&w_ptr).arg(&t_ptr);
-    for a in &ints {
-        launch.arg(a);
-    }
-    launch.arg(&eps_f);
-    unsafe { launch.launch(rows_config(rows)) }.w()?;
+    launch.arg(&cols_i).arg(&rows_i).arg(&head_dim_i).arg(&tokens_i).arg(&eps_f);
+    unsafe { launch.launch(warp_rows_config(rows)) }.w()?;
     Ok(wrap(out, &dev, x.dims()))
 }
 

@@ -6,22 +6,7 @@
 
 #define THREADS 256
 
-// Sum of `v` over the thread block (THREADS threads).
-__device__ __forceinline__ float block_sum(float v, float* shared) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    __syncthreads();
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    float total = 0.f;
-    for (int w = 0; w < THREADS / 32; ++w) total += shared[w];
-    return total;
-}
-
-// Row kernels read and write channel pairs (bf16x2); rows have an even number of channels, at
-// most 2 * THREADS * MAXP, and start 4-byte aligned (the launchers check). A thread keeps its
-// pairs of the row in registers, so the row is read from memory once.
-#define MAXP 8
+// The other row kernels read and write channel pairs (bf16x2), one thread block per row.
 typedef __nv_bfloat162 bf2;
 
 __device__ __forceinline__ float2 ld2(const __nv_bfloat16* p, long long c) {
@@ -33,6 +18,34 @@ __device__ __forceinline__ void st2(__nv_bfloat16* p, long long c, float a, floa
 // Rounded to bf16 and back, where the unfused path stores an intermediate.
 __device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
+// LayerNorm and RMSNorm+RoPE run one warp per row, 8 rows per thread block: a lane holds
+// 8-channel vectors (16-byte loads) of the row in registers, and the row statistics are warp
+// shuffles, no block barriers. Rows: a multiple of 8 channels, at most 32 * 8 * MAXV.
+#define WARP_ROWS 8
+#define MAXV 6
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* out) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const bf2* h = reinterpret_cast<const bf2*>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const float2 f = __bfloat1622float2(h[k]);
+        out[2 * k] = f.x;
+        out[2 * k + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float* v) {
+    uint4 raw;
+    bf2* h = reinterpret_cast<bf2*>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+    *reinterpret_cast<uint4*>(p) = raw;
+}
+
 // y = LayerNorm(x) [* w + b] [* (1 + scale[frame]) + shift[frame]], float32 two-pass statistics.
 // The result is rounded to bf16 after the normalisation+affine (as the unfused path does) and
 // once more after the modulation.
@@ -40,55 +53,64 @@ extern "C" __global__ void layer_norm_modulate_bf16(
     const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
     const __nv_bfloat16* __restrict__ w, const __nv_bfloat16* __restrict__ b,
     const __nv_bfloat16* __restrict__ shift, const __nv_bfloat16* __restrict__ scale,
-    int cols, int rows_per_frame, long long mod_frame_stride, float eps) {
-    __shared__ float shared[THREADS / 32];
-    const long long row = blockIdx.x;
+    int cols, long long rows, int rows_per_frame, long long mod_frame_stride, float eps) {
+    const int lane = threadIdx.x % 32;
+    const long long row = (long long)blockIdx.x * WARP_ROWS + threadIdx.x / 32;
+    if (row >= rows) return;
     const __nv_bfloat16* xr = x + row * cols;
     __nv_bfloat16* yr = y + row * cols;
-    const int pairs = cols / 2;
-    float2 v[MAXP];
+    const int nv = cols / 8;
+    float v[MAXV][8];
     float s = 0.f;
 #pragma unroll
-    for (int i = 0; i < MAXP; ++i) {
-        const int p = threadIdx.x + i * THREADS;
-        if (p < pairs) {
-            v[i] = ld2(xr, 2 * p);
-            s += v[i].x + v[i].y;
+    for (int i = 0; i < MAXV; ++i) {
+        const int vi = lane + 32 * i;
+        if (vi < nv) {
+            load8(xr + 8 * vi, v[i]);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) s += v[i][k];
         }
     }
-    const float mean = block_sum(s, shared) / cols;
+    const float mean = warp_sum(s) / cols;
     float q = 0.f;
 #pragma unroll
-    for (int i = 0; i < MAXP; ++i) {
-        if (threadIdx.x + i * THREADS < pairs) {
-            const float dx = v[i].x - mean, dy = v[i].y - mean;
-            q += dx * dx + dy * dy;
+    for (int i = 0; i < MAXV; ++i) {
+        if (lane + 32 * i < nv) {
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                const float d = v[i][k] - mean;
+                q += d * d;
+            }
         }
     }
-    const float rstd = 1.f / sqrtf(block_sum(q, shared) / cols + eps);
+    const float rstd = 1.f / sqrtf(warp_sum(q) / cols + eps);
     const long long frame = row / rows_per_frame;
 #pragma unroll
-    for (int i = 0; i < MAXP; ++i) {
-        const int p = threadIdx.x + i * THREADS;
-        if (p >= pairs) continue;
-        const int c = 2 * p;
-        float a = (v[i].x - mean) * rstd, e = (v[i].y - mean) * rstd;
+    for (int i = 0; i < MAXV; ++i) {
+        const int vi = lane + 32 * i;
+        if (vi >= nv) continue;
+        const int c = 8 * vi;
+        float o[8], t[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) o[k] = (v[i][k] - mean) * rstd;
         if (w) {
-            const float2 wc = ld2(w, c);
-            a *= wc.x;
-            e *= wc.y;
+            load8(w + c, t);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) o[k] *= t[k];
         }
         if (b) {
-            const float2 bc = ld2(b, c);
-            a += bc.x;
-            e += bc.y;
+            load8(b + c, t);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) o[k] += t[k];
         }
         if (shift) {
-            const float2 sc = ld2(scale, frame * mod_frame_stride + c), sh = ld2(shift, frame * mod_frame_stride + c);
-            a = rbf(a) * (1.f + sc.x) + sh.x;
-            e = rbf(e) * (1.f + sc.y) + sh.y;
+            float sh[8];
+            load8(scale + frame * mod_frame_stride + c, t);
+            load8(shift + frame * mod_frame_stride + c, sh);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) o[k] = rbf(o[k]) * (1.f + t[k]) + sh[k];
         }
-        st2(yr, c, a, e);
+        store8(yr + c, o);
     }
 }
 
@@ -116,41 +138,53 @@ extern "C" __global__ void rope_table_f32(
 extern "C" __global__ void rms_norm_rope_bf16(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y,
     const __nv_bfloat16* __restrict__ w, const float2* __restrict__ table,
-    int cols, int head_dim, int tokens, float eps) {
-    __shared__ float shared[THREADS / 32];
-    const long long row = blockIdx.x;
+    int cols, long long rows, int head_dim, int tokens, float eps) {
+    const int lane = threadIdx.x % 32;
+    const long long row = (long long)blockIdx.x * WARP_ROWS + threadIdx.x / 32;
+    if (row >= rows) return;
     const __nv_bfloat16* xr = x + row * cols;
     __nv_bfloat16* yr = y + row * cols;
-    const int pairs = cols / 2;
-    float2 v[MAXP];
+    const int nv = cols / 8;
+    float v[MAXV][8];
     float q = 0.f;
 #pragma unroll
-    for (int i = 0; i < MAXP; ++i) {
-        const int p = threadIdx.x + i * THREADS;
-        if (p < pairs) {
-            v[i] = ld2(xr, 2 * p);
+    for (int i = 0; i < MAXV; ++i) {
+        const int vi = lane + 32 * i;
+        if (vi < nv) {
+            load8(xr + 8 * vi, v[i]);
             if (bias) {
-                const float2 bc = ld2(bias, 2 * p);
-                v[i] = make_float2(rbf(v[i].x + bc.x), rbf(v[i].y + bc.y));
+                float bc[8];
+                load8(bias + 8 * vi, bc);
+#pragma unroll
+                for (int k = 0; k < 8; ++k) v[i][k] = rbf(v[i][k] + bc[k]);
             }
-            q += v[i].x * v[i].x + v[i].y * v[i].y;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) q += v[i][k] * v[i][k];
         }
     }
-    const float r = rsqrtf(block_sum(q, shared) / cols + eps);
-    const float2* rot = table ? table + (long long)(row % tokens) * (head_dim / 2) : nullptr;
+    const float r = rsqrtf(warp_sum(q) / cols + eps);
+    const int half = head_dim / 2;
+    const float2* rot = table ? table + (long long)(row % tokens) * half : nullptr;
 #pragma unroll
-    for (int i = 0; i < MAXP; ++i) {
-        const int p = threadIdx.x + i * THREADS;
-        if (p >= pairs) continue;
-        const int c = 2 * p;
-        const float2 wc = ld2(w, c);
-        const float re = rbf(v[i].x * r * wc.x), im = rbf(v[i].y * r * wc.y);
-        if (rot) {
-            const float2 cs = rot[p % (head_dim / 2)];
-            st2(yr, c, re * cs.x - im * cs.y, re * cs.y + im * cs.x);
-        } else {
-            st2(yr, c, re, im);
+    for (int i = 0; i < MAXV; ++i) {
+        const int vi = lane + 32 * i;
+        if (vi >= nv) continue;
+        const int c = 8 * vi;
+        float wc[8], o[8];
+        load8(w + c, wc);
+#pragma unroll
+        for (int k = 0; k < 8; k += 2) {
+            const float re = rbf(v[i][k] * r * wc[k]), im = rbf(v[i][k + 1] * r * wc[k + 1]);
+            if (rot) {
+                const float2 cs = rot[((c + k) / 2) % half];
+                o[k] = re * cs.x - im * cs.y;
+                o[k + 1] = re * cs.y + im * cs.x;
+            } else {
+                o[k] = re;
+                o[k + 1] = im;
+            }
         }
+        store8(yr + c, o);
     }
 }
 
