@@ -936,8 +936,14 @@ impl CausalWanModel {
         // head
         let e = self.head_modulation.broadcast_add(&t_emb.reshape((b, tf, 1, dim))?)?; // [B,F,2,dim]
         let (shift, scale) = (chunk(&e, 0)?, chunk(&e, 1)?);
-        let hn = layer_norm(&h, None, None, self.cfg.eps)?.reshape((b, tf, frame_seqlen, dim))?;
-        let hn = hn.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
+        let hn = match &rope {
+            #[cfg(feature = "cuda")]
+            RopeArg::Fused(_) => crate::cuda::fused::layer_norm_modulate(&h, None, Some((&shift, &scale)), self.cfg.eps)?.reshape((b, tf, frame_seqlen, dim))?,
+            _ => {
+                let hn = layer_norm(&h, None, None, self.cfg.eps)?.reshape((b, tf, frame_seqlen, dim))?;
+                hn.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?
+            }
+        };
         let out = self.head.forward(&hn)?; // [B, F, S, out*p]
         if let Some(t) = trace {
             t.head_out = Some(out.clone());

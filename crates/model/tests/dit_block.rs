@@ -172,7 +172,8 @@ fn rope_positions_past_table_are_relative() -> anyhow::Result<()> {
 }
 
 /// KV-cache index arithmetic of the deployed settings (window 15, sink 9, blocks of 3, 1024
-/// tokens per frame) over a long stream: fills to 15 frames, then evicts 3 frames per block.
+/// tokens per frame) over a long stream: fills to 15 frames, then evicts 3 frames per block by
+/// overwriting them (the ring).
 #[test]
 fn kv_cache_plan_long_stream() -> anyhow::Result<()> {
     use livetalk_model::dit::KvCache;
@@ -186,18 +187,15 @@ fn kv_cache_plan_long_stream() -> anyhow::Result<()> {
             c.commit(&p);
             assert_eq!(p.attend_start, 0);
             if block >= 5 {
+                // the window is a ring of two block slots after the sink: frames 9..12, 12..15
                 assert_eq!(p.local_end, 15 * fsl);
-                assert_eq!(p.write_start, 12 * fsl);
+                assert_eq!(p.write_start, if block % 2 == 1 { 9 * fsl } else { 12 * fsl });
             } else {
                 assert_eq!(p.local_end, (block + 1) * 3 * fsl);
+                assert_eq!(p.write_start, block * 3 * fsl);
             }
-        }
-        let p = c.plan(start, 3 * fsl)?; // a further pass at the same block never shifts
-        assert!(p.shift.is_none());
-        if block >= 5 {
-            // the next block shifts frames 12..15 of the window onto 9..12, the sink stays
-            let next = c.plan(start + 3 * fsl, 3 * fsl)?;
-            assert_eq!(next.shift, Some((12 * fsl, 9 * fsl, 3 * fsl)));
+            // nothing is ever moved: eviction overwrites the oldest block's slots
+            assert!(p.shift.is_none());
         }
     }
     assert_eq!(c.global_end_index(), 2000 * 3 * fsl);
@@ -299,5 +297,34 @@ fn random_model_and_flops() -> anyhow::Result<()> {
     let time_params = (real.freq_dim * d + d) + (d * d + d) + (d * 6 * d + 6 * d);
     let approx = 2.0 * (real.num_params() - prompt_params - time_params) as f64 * 3072.0;
     assert!((f_lin / approx - 1.0).abs() < 0.01, "{f_lin} vs {approx}");
+    Ok(())
+}
+
+/// The ring keeps what the reference's shifting window keeps: after every block, the cache read
+/// in the reference order holds the sink blocks, then the newest window blocks oldest first.
+#[test]
+fn kv_cache_ring_keeps_the_reference_order() -> anyhow::Result<()> {
+    use livetalk_model::dit::KvCache;
+    let fsl = 2;
+    let cfg = KvCacheConfig { local_attn_size: 5, sink_size: 3, frame_seq_length: fsl, batch: 1 };
+    let mut c = KvCache::new(cfg, 1, 1, 2, DType::F32, &Device::Cpu)?;
+    let mut history: Vec<f32> = Vec::new();
+    for block in 0..9usize {
+        // two passes over each block, the second with the block's final values
+        for pass in 0..2 {
+            let value = (10 * block + pass) as f32;
+            let kv = Tensor::full(value, (1, 1, fsl, 2), &Device::Cpu)?;
+            let p = c.plan(block * fsl, fsl)?;
+            c.layers[0].write(&p, &kv, &kv)?;
+            c.commit(&p);
+            assert!(p.shift.is_none() || block < 5, "block {block} shifted");
+        }
+        history.push((10 * block + 1) as f32);
+        let kept: Vec<f32> = history.iter().take(3).chain(history.iter().skip(3).rev().take(2).rev()).copied().collect();
+        let keys = c.keys(0)?.flatten_all()?.to_vec1::<f32>()?;
+        let want: Vec<f32> = kept.iter().flat_map(|v| std::iter::repeat_n(*v, fsl * 2)).collect();
+        assert_eq!(keys, want, "after block {block}");
+        assert_eq!(c.values(0)?.flatten_all()?.to_vec1::<f32>()?, want);
+    }
     Ok(())
 }

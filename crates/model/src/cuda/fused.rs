@@ -240,11 +240,11 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: Optio
     let (x_ptr, y_ptr, out_ptr) = (ptr(&x, &stream)?, ptr(&y, &stream)?, out.device_ptr(&stream).0);
     let (b_ptr, g_ptr, a_ptr) = (opt_ptr(bias, &stream)?, opt_ptr(gate, &stream)?, opt_ptr(add, &stream)?);
     let func = dev.get_or_load_custom_func("gated_residual_bf16", MODULE, PTX)?;
-    let (cols_i, rpf) = (cols as i32, (rows / frames) as i32);
+    let (cols_i, rows_i, rpf) = (cols as i32, rows as i64, (rows / frames) as i32);
     let mut launch = func.builder();
     launch.arg(&x_ptr).arg(&y_ptr).arg(&b_ptr).arg(&g_ptr).arg(&a_ptr).arg(&out_ptr);
-    launch.arg(&cols_i).arg(&rpf).arg(&g_stride).arg(&a_stride);
-    unsafe { launch.launch(rows_config(rows)) }.w()?;
+    launch.arg(&cols_i).arg(&rows_i).arg(&rpf).arg(&g_stride).arg(&a_stride);
+    unsafe { launch.launch(warp_rows_config(rows)) }.w()?;
     Ok(wrap(out, &dev, x.dims()))
 }
 
@@ -278,8 +278,8 @@ pub fn kv_write(k: &Tensor, v: &Tensor, v_bias: Option<&Tensor>, k_cache: &Tenso
         candle_core::bail!("fused kv write: k {:?} v {:?} into cache {:?} at {start}", k.dims(), v.dims(), k_cache.dims());
     }
     check_cols(cols)?;
-    if head_dim % 2 != 0 {
-        candle_core::bail!("fused kv write: odd head_dim {head_dim}");
+    if head_dim % 8 != 0 {
+        candle_core::bail!("fused kv write: head_dim {head_dim} is not a multiple of 8");
     }
     let ptrs = [ptr(&k, &stream)?, ptr(&v, &stream)?, opt_ptr(v_bias, &stream)?, ptr(k_cache, &stream)?, ptr(v_cache, &stream)?];
     let func = dev.get_or_load_custom_func("kv_write_bf16", MODULE, PTX)?;

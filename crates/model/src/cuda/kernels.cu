@@ -1,24 +1,17 @@
 // Fused row kernels of the DiT block (bf16 storage, float32 math). Each replaces a chain of
 // 5-12 elementwise candle kernels that each read and wrote the whole activation.
-// One thread block per token row; rows are `B*L` tokens of `cols` channels.
+// Rows are `B*L` tokens of `cols` channels.
 #include <cuda_bf16.h>
 #include <stdint.h>
 
 #define THREADS 256
 
-// The other row kernels read and write channel pairs (bf16x2), one thread block per row.
 typedef __nv_bfloat162 bf2;
 
-__device__ __forceinline__ float2 ld2(const __nv_bfloat16* p, long long c) {
-    return __bfloat1622float2(*reinterpret_cast<const bf2*>(p + c));
-}
-__device__ __forceinline__ void st2(__nv_bfloat16* p, long long c, float a, float b) {
-    *reinterpret_cast<bf2*>(p + c) = __floats2bfloat162_rn(a, b);
-}
 // Rounded to bf16 and back, where the unfused path stores an intermediate.
 __device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
-// LayerNorm and RMSNorm+RoPE run one warp per row, 8 rows per thread block: a lane holds
+// LayerNorm, RMSNorm+RoPE and the gated residual run one warp per row, 8 rows per thread block: a lane holds
 // 8-channel vectors (16-byte loads) of the row in registers, and the row statistics are warp
 // shuffles, no block barriers. Rows: a multiple of 8 channels, at most 32 * 8 * MAXV.
 #define WARP_ROWS 8
@@ -196,30 +189,41 @@ __device__ __forceinline__ float with_bias(const __nv_bfloat16* x, const __nv_bf
 
 // out = x + (y + bias) * gate[frame] [then + add[frame]]; bias, gate and add may be null (no
 // bias / gate 1 / nothing added). `add` is the next layer's audio row, added to the residual
-// stream here instead of by a broadcast kernel of its own (rounded in between, as there).
+// stream here instead of by a broadcast kernel of its own (rounded in between, as there). One
+// warp per row, 8-channel vectors.
 extern "C" __global__ void gated_residual_bf16(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ y,
     const __nv_bfloat16* __restrict__ bias, const __nv_bfloat16* __restrict__ gate,
     const __nv_bfloat16* __restrict__ add, __nv_bfloat16* __restrict__ out,
-    int cols, int rows_per_frame, long long gate_frame_stride, long long add_frame_stride) {
-    const long long row = blockIdx.x;
+    int cols, long long rows, int rows_per_frame, long long gate_frame_stride, long long add_frame_stride) {
+    const int lane = threadIdx.x % 32;
+    const long long row = (long long)blockIdx.x * WARP_ROWS + threadIdx.x / 32;
+    if (row >= rows) return;
     const long long frame = row / rows_per_frame;
     const long long base = row * cols;
-    for (int c = 2 * threadIdx.x; c < cols; c += 2 * THREADS) {
-        float2 yv = ld2(y, base + c);
+    for (int c = 8 * lane; c < cols; c += 8 * 32) {
+        float xv[8], yv[8], t[8];
+        load8(x + base + c, xv);
+        load8(y + base + c, yv);
         if (bias) {
-            const float2 bc = ld2(bias, c);
-            yv = make_float2(rbf(yv.x + bc.x), rbf(yv.y + bc.y));
+            load8(bias + c, t);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) yv[k] = rbf(yv[k] + t[k]);
         }
-        const float2 g = gate ? ld2(gate, frame * gate_frame_stride + c) : make_float2(1.f, 1.f);
-        const float2 xv = ld2(x, base + c);
-        float a = xv.x + yv.x * g.x, e = xv.y + yv.y * g.y;
+        if (gate) {
+            load8(gate + frame * gate_frame_stride + c, t);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) xv[k] += yv[k] * t[k];
+        } else {
+#pragma unroll
+            for (int k = 0; k < 8; ++k) xv[k] += yv[k];
+        }
         if (add) {
-            const float2 av = ld2(add, frame * add_frame_stride + c);
-            a = rbf(a) + av.x;
-            e = rbf(e) + av.y;
+            load8(add + frame * add_frame_stride + c, t);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) xv[k] = rbf(xv[k]) + t[k];
         }
-        st2(out, base + c, a, e);
+        store8(out + base + c, xv);
     }
 }
 
@@ -236,7 +240,8 @@ extern "C" __global__ void bias_gelu_bf16(
 
 // Writes a block's keys and values (+ the value projection's bias, may be null), `[B, n, H*D]`
 // each, into the KV cache `[B, H, cap, D]` at slots [start, start + n): the head transpose, the
-// bias add and the two cache copies in one pass; one thread block per token.
+// bias add and the two cache copies in one pass; one thread block per token, 8-channel vectors
+// (head_dim a multiple of 8).
 extern "C" __global__ void kv_write_bf16(
     const __nv_bfloat16* __restrict__ k, const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ v_bias,
     __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,
@@ -245,16 +250,19 @@ extern "C" __global__ void kv_write_bf16(
     const long long row = blockIdx.x;
     const long long b = row / n;
     const int t = (int)(row % n);
-    for (int c = 2 * threadIdx.x; c < cols; c += 2 * THREADS) {
+    for (int c = 8 * threadIdx.x; c < cols; c += 8 * THREADS) {
         const int h = c / head_dim, d = c % head_dim;
         const long long dst = ((b * heads + h) * cap + start + t) * head_dim + d;
-        *reinterpret_cast<bf2*>(k_cache + dst) = *reinterpret_cast<const bf2*>(k + row * cols + c);
-        float2 vv = ld2(v, row * cols + c);
+        *reinterpret_cast<uint4*>(k_cache + dst) = *reinterpret_cast<const uint4*>(k + row * cols + c);
+        float vv[8];
+        load8(v + row * cols + c, vv);
         if (v_bias) {
-            const float2 bc = ld2(v_bias, c);
-            vv = make_float2(vv.x + bc.x, vv.y + bc.y);
+            float bc[8];
+            load8(v_bias + c, bc);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) vv[i] += bc[i];
         }
-        st2(v_cache, dst, vv.x, vv.y);
+        store8(v_cache + dst, vv);
     }
 }
 

@@ -9,6 +9,14 @@
 //! dropped) and appends the block. Sink keys keep the positions they were rotated with, queries use
 //! absolute positions. Attention spans `[max(0, local_end - max_attention_size), local_end)`, i.e.
 //! the whole filled cache including the current block (block-causal).
+//!
+//! Once the cache is full, the window after the sink is a ring: a new block overwrites the
+//! slots of the tokens it evicts instead of shifting the window left (9.4 MB per layer, key and
+//! value, per block at 512x512). Attention sees every slot and is indifferent to their order
+//! (keys carry their positions in their rotation), so the result is the reference's. The ring
+//! runs when the window is a whole number of blocks and attention spans the whole cache (the
+//! deployed settings); otherwise the reference's shift runs. [`KvCache::keys`] returns tokens
+//! in the reference's (chronological) order either way.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -63,6 +71,8 @@ pub struct CachePlan {
     pub attend_start: usize,
     pub local_end: usize,
     pub global_end: usize,
+    /// Where the window's oldest token is after this forward, counted from the sink's end.
+    pub ring_start: usize,
 }
 
 /// A contiguous copy that does not share `t`'s storage (slice_set refuses overlapping sources).
@@ -121,6 +131,10 @@ pub struct KvCache {
     head_dim: usize,
     global_end: usize,
     local_end: usize,
+    /// The window's oldest token, counted from the sink's end (0 until the ring wraps).
+    ring_start: usize,
+    /// First slot of the last block written.
+    last_write: usize,
 }
 
 impl KvCache {
@@ -142,13 +156,12 @@ impl KvCache {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { config, layers, num_heads, head_dim, global_end: 0, local_end: 0 })
+        Ok(KvCache { config, layers, num_heads, head_dim, global_end: 0, local_end: 0, ring_start: 0, last_write: 0 })
     }
 
     /// Forgets everything (the buffers are kept; stale slots are never read).
     pub fn reset(&mut self) {
-        self.global_end = 0;
-        self.local_end = 0;
+        self.reset_at(0);
     }
 
     /// Empties the cache so that the next block starts at absolute token `start_token`
@@ -156,6 +169,8 @@ impl KvCache {
     pub fn reset_at(&mut self, start_token: usize) {
         self.global_end = start_token;
         self.local_end = 0;
+        self.ring_start = 0;
+        self.last_write = 0;
     }
 
     /// Moves the cache's absolute end `tokens` back, keeping its content: the stream's positions
@@ -183,8 +198,59 @@ impl KvCache {
     }
 
     /// The plan for a forward over `num_new` tokens starting at absolute token `current_start`
-    /// (the reference's index arithmetic, verbatim).
+    /// (the reference's index arithmetic, with the ring in place of the shift where it runs).
     pub fn plan(&self, current_start: usize, num_new: usize) -> Result<CachePlan> {
+        if let Some(plan) = self.ring_plan(current_start, num_new)? {
+            return Ok(plan);
+        }
+        if self.ring_start != 0 {
+            candle_core::bail!(
+                "kv cache: a forward over [{current_start}, {}) that the ring cannot place (cache end {})",
+                current_start + num_new,
+                self.global_end
+            );
+        }
+        self.linear_plan(current_start, num_new)
+    }
+
+    /// The ring's plan when the cache is full and the ring applies: a new block overwrites the
+    /// oldest window tokens, the same block again rewrites its own slots.
+    fn ring_plan(&self, current_start: usize, n: usize) -> Result<Option<CachePlan>> {
+        let cap = self.capacity();
+        let sink = self.config.sink_tokens();
+        let window = cap.saturating_sub(sink);
+        let applies = self.config.local_attn_size != -1
+            && self.local_end == cap
+            && n > 0
+            && window > 0
+            && window % n == 0
+            && self.ring_start % n == 0
+            && cap <= self.config.max_attention_size();
+        if !applies {
+            return Ok(None);
+        }
+        let plan = |write_start: usize, ring_start: usize| CachePlan {
+            shift: None,
+            write_start,
+            num_new: n,
+            attend_start: 0,
+            local_end: cap,
+            global_end: current_start + n,
+            ring_start,
+        };
+        if current_start == self.global_end {
+            // a new block: evicts the `n` oldest window tokens and takes their slots
+            return Ok(Some(plan(sink + self.ring_start, (self.ring_start + n) % window)));
+        }
+        if current_start + n == self.global_end && self.last_write >= sink {
+            // the same block again (denoising steps, the refresh pass)
+            return Ok(Some(plan(self.last_write, self.ring_start)));
+        }
+        Ok(None)
+    }
+
+    /// The reference's index arithmetic, verbatim (the window shifts left on eviction).
+    fn linear_plan(&self, current_start: usize, num_new: usize) -> Result<CachePlan> {
         let cap = self.capacity() as i64;
         let sink = self.config.sink_tokens() as i64;
         let current_end = (current_start + num_new) as i64;
@@ -221,6 +287,7 @@ impl KvCache {
             attend_start,
             local_end,
             global_end: current_end as usize,
+            ring_start: 0,
         })
     }
 
@@ -228,20 +295,33 @@ impl KvCache {
     pub fn commit(&mut self, plan: &CachePlan) {
         self.global_end = plan.global_end;
         self.local_end = plan.local_end;
+        self.ring_start = plan.ring_start;
+        self.last_write = plan.write_start;
     }
 
-    /// Layer `i`'s valid keys as `[B, local_end, num_heads*head_dim]` (the reference layout).
+    /// Layer `i`'s valid keys as `[B, local_end, num_heads*head_dim]` (the reference layout and
+    /// order).
     pub fn keys(&self, layer: usize) -> Result<Tensor> {
-        Self::flat(&self.layers[layer].k, self.local_end, self.num_heads, self.head_dim)
+        self.flat(&self.layers[layer].k)
     }
 
     /// Layer `i`'s valid values as `[B, local_end, num_heads*head_dim]`.
     pub fn values(&self, layer: usize) -> Result<Tensor> {
-        Self::flat(&self.layers[layer].v, self.local_end, self.num_heads, self.head_dim)
+        self.flat(&self.layers[layer].v)
     }
 
-    fn flat(t: &Tensor, n: usize, h: usize, d: usize) -> Result<Tensor> {
-        let b = t.dim(0)?;
-        t.narrow(2, 0, n)?.transpose(1, 2)?.contiguous()?.reshape((b, n, h * d))
+    fn flat(&self, t: &Tensor) -> Result<Tensor> {
+        let (b, n) = (t.dim(0)?, self.local_end);
+        let ordered = if self.ring_start == 0 {
+            t.narrow(2, 0, n)?
+        } else {
+            // sink, then the window from its oldest token round the ring
+            let first = self.config.sink_tokens() + self.ring_start;
+            let sink = t.narrow(2, 0, self.config.sink_tokens())?;
+            let oldest = t.narrow(2, first, n - first)?;
+            let newest = t.narrow(2, self.config.sink_tokens(), self.ring_start)?;
+            Tensor::cat(&[&sink, &oldest, &newest], 2)?
+        };
+        ordered.transpose(1, 2)?.contiguous()?.reshape((b, n, self.num_heads * self.head_dim))
     }
 }
