@@ -317,3 +317,33 @@ pub fn channel_rms_norm(x: &Tensor, gain: &Tensor, silu: bool) -> Result<Tensor>
     unsafe { launch.launch(LaunchConfig { grid_dim: grid, block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
     Ok(wrap(out, &dev, x.dims()))
 }
+
+/// Nearest-neighbour upscaling of channels-last bf16 frames `[B, H, W, C]` by `f`, or `None` when
+/// the kernel does not take them (not bf16, C not a multiple of 8, misaligned).
+pub fn upsample_nearest_nhwc(x: &Tensor, f: usize) -> Result<Option<Tensor>> {
+    let (b, h, w, c) = x.dims4()?;
+    if x.dtype() != candle_core::DType::BF16 || c % 8 != 0 || f == 0 {
+        return Ok(None);
+    }
+    let dev = cuda_device(x)?;
+    let stream = dev.cuda_stream();
+    let x = x.contiguous()?;
+    let x_ptr = typed_ptr::<bf16>(&x, &stream)?;
+    if x_ptr % 16 != 0 {
+        return Ok(None);
+    }
+    let len = b * h * f * w * f * c;
+    let out = unsafe { dev.alloc::<bf16>(len)? };
+    let out_ptr = out.device_ptr(&stream).0;
+    let func = dev.get_or_load_custom_func("upsample_nearest_nhwc_bf16", MODULE, PTX)?;
+    let vectors = (len / 8) as i64;
+    let ints = [h, w, c, f].map(|v| v as i32);
+    let mut launch = func.builder();
+    launch.arg(&x_ptr).arg(&out_ptr).arg(&vectors);
+    for a in &ints {
+        launch.arg(a);
+    }
+    let blocks = (len / 8).div_ceil(THREADS as usize).min(132 * 16) as u32;
+    unsafe { launch.launch(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    Ok(Some(wrap(out, &dev, &[b, h * f, w * f, c])))
+}

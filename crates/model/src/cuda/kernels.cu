@@ -288,3 +288,19 @@ extern "C" __global__ void channel_rms_norm_bf16(
         y[base + c * pixels] = __float2bfloat16(v);
     }
 }
+
+// Nearest-neighbour upscaling of channels-last frames `[B, H, W, C]` by `f` (C a multiple of 8):
+// one thread per output 8-channel vector, 16-byte loads and stores.
+extern "C" __global__ void upsample_nearest_nhwc_bf16(
+    const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
+    long long out_vectors, int h, int w, int c, int f) {
+    const int cv = c / 8;
+    const long long ow = (long long)w * f, oh = (long long)h * f;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < out_vectors; i += (long long)gridDim.x * blockDim.x) {
+        const int v = (int)(i % cv);
+        const long long px = i / cv;
+        const long long ox = px % ow, oy = (px / ow) % oh, b = px / (ow * oh);
+        const long long src = ((b * h + oy / f) * w + ox / f) * c + 8 * v;
+        *reinterpret_cast<uint4*>(y + i * 8) = *reinterpret_cast<const uint4*>(x + src);
+    }
+}
