@@ -432,7 +432,7 @@ impl TaehvDecoder {
                 }
                 Block::Relu => x.relu()?,
                 Block::Upsample(1) => x,
-                Block::Upsample(f) => upsample_nearest_nhwc(&x, *f)?,
+                Block::Upsample(f) => crate::same_conv::upsample_nearest_nhwc(&x, *f)?,
                 Block::Mem(mem) => {
                     let (_, h, w, c) = x.dims4()?;
                     let steps = x.reshape((n, t, h, w, c))?;
@@ -468,21 +468,6 @@ impl TaehvDecoder {
             w * self.cfg.patch_size,
         ))
     }
-}
-
-/// Nearest-neighbour upscaling of channels-last frames `[B, H, W, C]` by `f` in H and W.
-fn upsample_nearest_nhwc(x: &Tensor, f: usize) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() {
-        // one pass with 16-byte vectors (the broadcast copy below moves ~4x slower)
-        if let Some(y) = crate::cuda::fused::upsample_nearest_nhwc(x, f)? {
-            return Ok(y);
-        }
-    }
-    let (b, h, w, c) = x.dims4()?;
-    x.reshape((b, h, 1, w, 1, c))?
-        .broadcast_as((b, h, f, w, f, c))?
-        .reshape((b, h * f, w * f, c))
 }
 
 /// `[B, C*p*p, H, W] -> [B, C, H*p, W*p]` (identity for p = 1).

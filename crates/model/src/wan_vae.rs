@@ -338,6 +338,7 @@ impl WanVae {
             dec: self.dec.clone(),
             cache: FeatCache::default(),
             latents_seen: 0,
+            channels_last: None,
         }
     }
 }
@@ -349,6 +350,8 @@ pub struct VaeStreamDecoder {
     dec: DecoderPart,
     cache: FeatCache,
     latents_seen: usize,
+    /// Frames channels-last between the decoder's layers (`None`: on CUDA in bf16).
+    channels_last: Option<bool>,
 }
 
 impl VaeStreamDecoder {
@@ -370,15 +373,24 @@ impl VaeStreamDecoder {
             .unnormalise(&latents.to_dtype(self.dec.dtype)?)?;
         let x = self.dec.conv2.forward(&z, None)?;
         let mut frames = Vec::with_capacity(f);
+        let channels_last = self.channels_last.unwrap_or_else(|| coder::channels_last_decode(&x));
         for i in 0..f {
             let out = self
                 .dec
                 .decoder
-                .forward(&x.narrow(1, i, 1)?, &mut self.cache.cursor())?;
+                .forward(&x.narrow(1, i, 1)?, &mut self.cache.cursor(), channels_last)?;
             frames.push(out.clamp(-1f32, 1f32)?);
         }
         self.latents_seen += f;
         Tensor::cat(&frames, 1)
+    }
+
+    /// Keeps frames channels-last between the decoder's layers (`true`) or channels-first
+    /// (`false`) instead of choosing by device: the same numbers either way, the layout the fast
+    /// CUDA kernels read is channels-last.
+    pub fn with_channels_last(mut self, on: bool) -> Self {
+        self.channels_last = Some(on);
+        self
     }
 
     /// Latent frames decoded so far.

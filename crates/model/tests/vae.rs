@@ -96,6 +96,22 @@ fn decodes_whole_sequence_and_streamed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The channels-last decoder (what CUDA runs in bf16) against the fixture, on the CPU: its
+/// portable fallbacks (row norm, tap-sum convolution between permutes, token projections,
+/// channels-last up-sampling and time doubling) give the reference's frames.
+#[test]
+fn decodes_channels_last() -> anyhow::Result<()> {
+    let (fx, vae) = load()?;
+    let latents = fx.tensor("input.latents")?;
+    let mut stream = vae.stream_decoder().with_channels_last(true);
+    let frames = (0..latents.dim(1)?)
+        .map(|i| stream.push(&latents.narrow(1, i, 1)?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let d = fixture::assert_close("stream_decode (channels-last)", &Tensor::cat(&frames, 1)?, &fx.tensor("expected.stream_decode")?, ATOL)?;
+    println!("channels-last stream_decode max abs diff {d:e}");
+    Ok(())
+}
+
 #[test]
 fn rejects_bad_input() -> anyhow::Result<()> {
     let (_fx, vae) = load()?;

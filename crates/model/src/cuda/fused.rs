@@ -347,3 +347,23 @@ pub fn upsample_nearest_nhwc(x: &Tensor, f: usize) -> Result<Option<Tensor>> {
     unsafe { launch.launch(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
     Ok(Some(wrap(out, &dev, &[b, h * f, w * f, c])))
 }
+
+/// The Wan VAE's RMS norm over the last dim of channels-last bf16 frames `[..., C]` with the f32
+/// `gain` `[C]`, then SiLU when `silu`; `None` when the row kernel does not take these rows.
+pub fn row_rms_norm(x: &Tensor, gain: &Tensor, silu: bool) -> Result<Option<Tensor>> {
+    let dev = cuda_device(x)?;
+    let stream = dev.cuda_stream();
+    let (x, rows, cols) = contiguous_rows(x)?;
+    if !supports_cols(cols) || gain.dims() != [cols] || x.dtype() != candle_core::DType::BF16 {
+        return Ok(None);
+    }
+    let gain = gain.contiguous()?;
+    let out = unsafe { dev.alloc::<bf16>(rows * cols)? };
+    let (x_ptr, out_ptr, g_ptr) = (ptr(&x, &stream)?, out.device_ptr(&stream).0, typed_ptr::<f32>(&gain, &stream)?);
+    let func = dev.get_or_load_custom_func("row_rms_norm_bf16", MODULE, PTX)?;
+    let (cols_i, rows_i, silu_i) = (cols as i32, rows as i64, silu as i32);
+    let mut launch = func.builder();
+    launch.arg(&x_ptr).arg(&out_ptr).arg(&g_ptr).arg(&cols_i).arg(&rows_i).arg(&silu_i);
+    unsafe { launch.launch(warp_rows_config(rows)) }.w()?;
+    Ok(Some(wrap(out, &dev, x.dims())))
+}

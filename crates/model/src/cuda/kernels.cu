@@ -39,6 +39,29 @@ __device__ __forceinline__ void store8(__nv_bfloat16* p, const float* v) {
     *reinterpret_cast<uint4*>(p) = raw;
 }
 
+// Loads this lane's 8-channel vectors of a row into `v` (+ `bias` when given, rounded to bf16
+// like a separate bias add); returns the lane's sum of squares.
+__device__ __forceinline__ float load_row_squares(
+    const __nv_bfloat16* xr, const __nv_bfloat16* bias, int lane, int nv, float (&v)[MAXV][8]) {
+    float q = 0.f;
+#pragma unroll
+    for (int i = 0; i < MAXV; ++i) {
+        const int vi = lane + 32 * i;
+        if (vi < nv) {
+            load8(xr + 8 * vi, v[i]);
+            if (bias) {
+                float bc[8];
+                load8(bias + 8 * vi, bc);
+#pragma unroll
+                for (int k = 0; k < 8; ++k) v[i][k] = rbf(v[i][k] + bc[k]);
+            }
+#pragma unroll
+            for (int k = 0; k < 8; ++k) q += v[i][k] * v[i][k];
+        }
+    }
+    return q;
+}
+
 // y = LayerNorm(x) [* w + b] [* (1 + scale[frame]) + shift[frame]], float32 two-pass statistics.
 // The result is rounded to bf16 after the normalisation+affine (as the unfused path does) and
 // once more after the modulation.
@@ -139,23 +162,7 @@ extern "C" __global__ void rms_norm_rope_bf16(
     __nv_bfloat16* yr = y + row * cols;
     const int nv = cols / 8;
     float v[MAXV][8];
-    float q = 0.f;
-#pragma unroll
-    for (int i = 0; i < MAXV; ++i) {
-        const int vi = lane + 32 * i;
-        if (vi < nv) {
-            load8(xr + 8 * vi, v[i]);
-            if (bias) {
-                float bc[8];
-                load8(bias + 8 * vi, bc);
-#pragma unroll
-                for (int k = 0; k < 8; ++k) v[i][k] = rbf(v[i][k] + bc[k]);
-            }
-#pragma unroll
-            for (int k = 0; k < 8; ++k) q += v[i][k] * v[i][k];
-        }
-    }
-    const float r = rsqrtf(warp_sum(q) / cols + eps);
+    const float r = rsqrtf(warp_sum(load_row_squares(xr, bias, lane, nv, v)) / cols + eps);
     const int half = head_dim / 2;
     const float2* rot = table ? table + (long long)(row % tokens) * half : nullptr;
 #pragma unroll
@@ -302,5 +309,34 @@ extern "C" __global__ void upsample_nearest_nhwc_bf16(
         const long long ox = px % ow, oy = (px / ow) % oh, b = px / (ow * oh);
         const long long src = ((b * h + oy / f) * w + ox / f) * c + 8 * v;
         *reinterpret_cast<uint4*>(y + i * 8) = *reinterpret_cast<const uint4*>(x + src);
+    }
+}
+
+// The Wan VAE's RMS norm over the channels of channels-last frames `[rows, C]`, optionally
+// followed by SiLU: y = x / max(||x||, 1e-12) * gain[c], float32 math, rounded once. One warp
+// per row like LayerNorm (C a multiple of 8, at most 32 * 8 * MAXV).
+extern "C" __global__ void row_rms_norm_bf16(
+    const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y, const float* __restrict__ gain,
+    int cols, long long rows, int silu) {
+    const int lane = threadIdx.x % 32;
+    const long long row = (long long)blockIdx.x * WARP_ROWS + threadIdx.x / 32;
+    if (row >= rows) return;
+    const __nv_bfloat16* xr = x + row * cols;
+    __nv_bfloat16* yr = y + row * cols;
+    const int nv = cols / 8;
+    float v[MAXV][8];
+    const float inv = 1.f / fmaxf(sqrtf(warp_sum(load_row_squares(xr, nullptr, lane, nv, v))), 1e-12f);
+#pragma unroll
+    for (int i = 0; i < MAXV; ++i) {
+        const int vi = lane + 32 * i;
+        if (vi >= nv) continue;
+        float o[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            float t = v[i][k] * inv * gain[8 * vi + k];
+            if (silu) t = t / (1.f + __expf(-t));
+            o[k] = t;
+        }
+        store8(yr + 8 * vi, o);
     }
 }

@@ -25,6 +25,15 @@ impl Stage {
             Stage::Resample(r) => r.forward(x, cache),
         }
     }
+
+    /// On channels-last frames `[B, T, H, W, C]`.
+    fn forward_channels_last(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+        match self {
+            Stage::Residual(b) => b.forward_layout(x, cache, true),
+            Stage::Attention(a) => a.forward_channels_last(x),
+            Stage::Resample(r) => r.forward_channels_last(x, cache),
+        }
+    }
 }
 
 /// Appends `n` residual blocks (`c_in -> c_out`, then `c_out -> c_out`), each followed by an
@@ -74,6 +83,12 @@ impl Middle {
         let x = self.attn.forward(&x)?;
         self.res2.forward(&x, cache)
     }
+
+    fn forward_channels_last(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+        let x = self.res1.forward_layout(x, cache, true)?;
+        let x = self.attn.forward_channels_last(&x)?;
+        self.res2.forward_layout(&x, cache, true)
+    }
 }
 
 /// RMS norm -> SiLU -> causal conv (`head.{0,2}`).
@@ -94,6 +109,11 @@ impl Head {
     fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
         let x = self.norm.forward_silu(x)?;
         self.conv.forward_cached(&x, cache.next_slot())
+    }
+
+    fn forward_channels_last(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+        let x = self.norm.forward_channels_last(x, true)?;
+        self.conv.forward_cached_layout(&x, cache.next_slot(), true)
     }
 }
 
@@ -211,12 +231,41 @@ impl Decoder3d {
         })
     }
 
-    pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+    /// `channels_last`: keep frames `[B, T, H, W, C]` between layers.
+    pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor, channels_last: bool) -> Result<Tensor> {
+        if channels_last {
+            // frames stay [B, T, H, W, C] between layers: no permutes around each cuDNN conv
+            let x = x.permute((0, 1, 3, 4, 2))?.contiguous()?;
+            let x = self.conv1.forward_cached_layout(&x, cache.next_slot(), true)?;
+            let mut x = self.middle.forward_channels_last(&x, cache)?;
+            for stage in &self.upsamples {
+                x = stage.forward_channels_last(&x, cache)?;
+            }
+            let y = self.head.forward_channels_last(&x, cache)?;
+            return y.permute((0, 1, 4, 2, 3))?.contiguous();
+        }
         let x = self.conv1.forward_cached(x, cache.next_slot())?;
         let mut x = self.middle.forward(&x, cache)?;
         for stage in &self.upsamples {
             x = stage.forward(&x, cache)?;
         }
         self.head.forward(&x, cache)
+    }
+}
+
+/// Whether the decoder runs channels-last: on CUDA in bf16, where the convolutions and norms
+/// read that layout directly (`LIVETALK_FUSED=0` or `LIVETALK_CONV=portable` keep NCDHW).
+pub(crate) fn channels_last_decode(x: &Tensor) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        x.device().is_cuda()
+            && x.dtype() == candle_core::DType::BF16
+            && crate::cuda::fused::enabled()
+            && std::env::var("LIVETALK_CONV").map_or(true, |v| v != "portable")
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = x;
+        false
     }
 }

@@ -118,6 +118,12 @@ impl CausalConv3d {
     /// `x`: `[B, T, C, H, W]`; `cache`: frames of the previous chunk to use instead of zero
     /// padding (ignored by convs without temporal padding, as in the reference).
     pub(crate) fn forward(&self, x: &Tensor, cache: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_layout(x, cache, false)
+    }
+
+    /// [`Self::forward`] for frames in either layout: `[B, T, C, H, W]`, or channels-last `[B,
+    /// T, H, W, C]` when `channels_last` (the output is in the input's layout).
+    pub(crate) fn forward_layout(&self, x: &Tensor, cache: Option<&Tensor>, channels_last: bool) -> Result<Tensor> {
         let mut left = self.pad_t;
         let mut x = x.clone();
         if let (Some(cache), true) = (cache, self.pad_t > 0) {
@@ -133,6 +139,23 @@ impl CausalConv3d {
             ))
             .into());
         }
+        if channels_last {
+            #[cfg(feature = "cuda")]
+            if let Some(w) = &self.ktrsc {
+                if let Some(y) = crate::cuda::conv::conv3d_ndhwc(&x, w, Some(&self.bias.flatten_all()?), left, self.stride_t)? {
+                    return Ok(y);
+                }
+            }
+            let y = self.conv_padded(&x.permute((0, 1, 4, 2, 3))?, left, t)?;
+            return y.permute((0, 1, 3, 4, 2))?.contiguous();
+        }
+        self.conv_padded(&x, left, t)
+    }
+
+    /// The convolution of `[B, T, C, H, W]` frames (the cached ones included) after `left` zero
+    /// frames, `t` frames in all.
+    fn conv_padded(&self, x: &Tensor, left: usize, t: usize) -> Result<Tensor> {
+        let kt = self.taps.len();
         #[cfg(feature = "cuda")]
         if let Some(w) = &self.ktrsc {
             // one cuDNN 3-D convolution (zero frames as padding, bias in the epilogue) in
@@ -178,6 +201,12 @@ impl CausalConv3d {
     /// left context and remember this input's last CACHE_T frames (topped up with the
     /// previous chunk's last frame when this chunk is a single frame).
     pub(crate) fn forward_cached(&self, x: &Tensor, slot: &mut Slot) -> Result<Tensor> {
+        self.forward_cached_layout(x, slot, false)
+    }
+
+    /// [`Self::forward_cached`] in either layout (see [`Self::forward_layout`]); the slot keeps
+    /// frames in the layout it is fed.
+    pub(crate) fn forward_cached_layout(&self, x: &Tensor, slot: &mut Slot, channels_last: bool) -> Result<Tensor> {
         let prev = match slot {
             Slot::Frames(p) => Some(p.clone()),
             _ => None,
@@ -186,7 +215,7 @@ impl CausalConv3d {
         if let (Some(p), true) = (&prev, num_frames(&keep)? < CACHE_T) {
             keep = Tensor::cat(&[&last_frames(p, 1)?, &keep], 1)?;
         }
-        let y = self.forward(x, prev.as_ref())?;
+        let y = self.forward_layout(x, prev.as_ref(), channels_last)?;
         *slot = Slot::Frames(keep);
         Ok(y)
     }
@@ -197,6 +226,8 @@ impl CausalConv3d {
 pub(crate) struct FrameConv2d {
     kernel: FrameKernel,
     bias: Tensor,
+    /// A 1x1 convolution's weight as a matrix `[O, C]` (shares the weight's storage).
+    matrix: Option<Tensor>,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +253,7 @@ impl FrameConv2d {
     ) -> Result<Self> {
         let weight = vb.get((c_out, c_in, k, k), "weight")?;
         let bias = vb.get(c_out, "bias")?.reshape((1, c_out, 1, 1))?;
+        let matrix = (k == 1).then(|| weight.reshape((c_out, c_in))).transpose()?;
         let kernel = if stride == 1 && 2 * padding + 1 == k {
             FrameKernel::Same(SameConv::new(&weight)?)
         } else {
@@ -231,7 +263,25 @@ impl FrameConv2d {
                 stride,
             }
         };
-        Ok(Self { kernel, bias })
+        Ok(Self { kernel, bias, matrix })
+    }
+}
+
+impl FrameConv2d {
+    /// A 1x1 convolution of channels-last tokens `[..., C]` -> `[..., O]`: a matrix product.
+    pub(crate) fn forward_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(m) = &self.matrix else {
+            return Err(VaeError::Input("a token projection needs a 1x1 convolution".into()).into());
+        };
+        x.broadcast_matmul(&m.t()?)?.broadcast_add(&self.bias.flatten_all()?)
+    }
+
+    /// The convolution of channels-last frames `[N, H, W, C]` -> `[N, H', W', O]`.
+    pub(crate) fn forward_nhwc(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.kernel {
+            FrameKernel::Same(conv) => conv.forward_nhwc(x, Some(&self.bias.flatten_all()?), None, false),
+            FrameKernel::Strided { .. } => self.forward(&x.permute((0, 3, 1, 2))?)?.permute((0, 2, 3, 1))?.contiguous(),
+        }
     }
 }
 
@@ -273,6 +323,26 @@ impl RmsNorm {
 }
 
 impl RmsNorm {
+    /// The norm over the last dim of channels-last frames `[..., C]`, then SiLU when `silu`.
+    pub(crate) fn forward_channels_last(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let gain = self.scaled_gamma.flatten_all()?;
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() && x.dtype() == DType::BF16 && crate::cuda::fused::enabled() {
+            if let Some(y) = crate::cuda::fused::row_rms_norm(x, &gain, silu)? {
+                return Ok(y);
+            }
+        }
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
+        let y = x.broadcast_div(&norm)?.broadcast_mul(&gain)?.to_dtype(dtype)?;
+        if silu {
+            candle_nn::ops::silu(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
     /// The norm, then SiLU.
     pub(crate) fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
@@ -334,14 +404,20 @@ impl ResidualBlock {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+        self.forward_layout(x, cache, false)
+    }
+
+    /// [`Self::forward`] in either layout (see [`CausalConv3d::forward_layout`]).
+    pub(crate) fn forward_layout(&self, x: &Tensor, cache: &mut CacheCursor, channels_last: bool) -> Result<Tensor> {
         let h = match &self.shortcut {
-            Some(conv) => conv.forward(x, None)?,
+            Some(conv) => conv.forward_layout(x, None, channels_last)?,
             None => x.clone(),
         };
-        let r = self.norm1.forward_silu(x)?;
-        let r = self.conv1.forward_cached(&r, cache.next_slot())?;
-        let r = self.norm2.forward_silu(&r)?;
-        let r = self.conv2.forward_cached(&r, cache.next_slot())?;
+        let norm_silu = |norm: &RmsNorm, x: &Tensor| if channels_last { norm.forward_channels_last(x, true) } else { norm.forward_silu(x) };
+        let r = norm_silu(&self.norm1, x)?;
+        let r = self.conv1.forward_cached_layout(&r, cache.next_slot(), channels_last)?;
+        let r = norm_silu(&self.norm2, &r)?;
+        let r = self.conv2.forward_cached_layout(&r, cache.next_slot(), channels_last)?;
         r + h
     }
 }
@@ -361,6 +437,22 @@ impl AttentionBlock {
             to_qkv: FrameConv2d::new(c, 3 * c, 1, 0, 1, vb.pp("to_qkv"))?,
             proj: FrameConv2d::new(c, c, 1, 0, 1, vb.pp("proj"))?,
         })
+    }
+
+    /// The block on channels-last frames `[B, T, H, W, C]`.
+    pub(crate) fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, h, w, c) = x.dims5()?;
+        let dtype = x.dtype();
+        // [BT, HW, 3C]: q, k, v are consecutive channel blocks
+        let xn = self.norm.forward_channels_last(x, false)?.reshape((b * t, h * w, c))?;
+        let qkv = self.to_qkv.forward_tokens(&xn)?.to_dtype(DType::F32)?;
+        let q = qkv.narrow(D::Minus1, 0, c)?.contiguous()?;
+        let k = qkv.narrow(D::Minus1, c, c)?.contiguous()?;
+        let v = qkv.narrow(D::Minus1, 2 * c, c)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? / (c as f64).sqrt())?;
+        let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?.to_dtype(dtype)?;
+        let out = self.proj.forward_tokens(&attn)?.reshape((b, t, h, w, c))?;
+        out + x
     }
 }
 
@@ -443,9 +535,24 @@ impl Resample {
         })
     }
 
+    /// The up-sampling modes on channels-last frames `[B, T, H, W, C]` (the down-sampling ones,
+    /// encoder only, through the NCDHW path).
+    pub(crate) fn forward_channels_last(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
+        let x = match (&self.time_conv, self.mode) {
+            (Some(tc), ResampleMode::Upsample3d) => upsample_in_time(tc, x, cache.next_slot(), true)?,
+            (_, ResampleMode::Upsample2d) => x.clone(),
+            _ => return self.forward(&x.permute((0, 1, 4, 2, 3))?, cache)?.permute((0, 1, 3, 4, 2))?.contiguous(),
+        };
+        let (b, t, h, w, c) = x.dims5()?;
+        let up = crate::same_conv::upsample_nearest_nhwc(&x.reshape((b * t, h, w, c))?, 2)?;
+        let y = self.conv.forward_nhwc(&up)?;
+        let (_, ho, wo, co) = y.dims4()?;
+        y.reshape((b, t, ho, wo, co))
+    }
+
     pub(crate) fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
         let x = match (&self.time_conv, self.mode) {
-            (Some(tc), ResampleMode::Upsample3d) => upsample_in_time(tc, x, cache.next_slot())?,
+            (Some(tc), ResampleMode::Upsample3d) => upsample_in_time(tc, x, cache.next_slot(), false)?,
             _ => x.clone(),
         };
         let (b, t, c, h, w) = x.dims5()?;
@@ -470,8 +577,8 @@ impl Resample {
 }
 
 /// Doubles the frame count, except on the very first chunk (the first latent frame stands for
-/// one video frame).
-fn upsample_in_time(time_conv: &CausalConv3d, x: &Tensor, slot: &mut Slot) -> Result<Tensor> {
+/// one video frame); frames in either layout (see [`CausalConv3d::forward_layout`]).
+fn upsample_in_time(time_conv: &CausalConv3d, x: &Tensor, slot: &mut Slot, channels_last: bool) -> Result<Tensor> {
     let prev = std::mem::take(slot);
     let (keep, cached) = match &prev {
         Slot::Empty => {
@@ -497,8 +604,13 @@ fn upsample_in_time(time_conv: &CausalConv3d, x: &Tensor, slot: &mut Slot) -> Re
             (keep, Some(p))
         }
     };
-    let y = time_conv.forward(x, cached)?;
+    let y = time_conv.forward_layout(x, cached, channels_last)?;
     *slot = Slot::Frames(keep);
+    if channels_last {
+        // [B, T, H, W, 2C] -> [B, T, H, W, 2, C] -> [B, T, 2, H, W, C] -> [B, 2T, H, W, C]
+        let (b, t, h, w, c2) = y.dims5()?;
+        return y.reshape((b, t, h, w, 2, c2 / 2))?.permute((0, 1, 4, 2, 3, 5))?.reshape((b, 2 * t, h, w, c2 / 2));
+    }
     // [B, T, 2C, H, W] -> [B, T, 2, C, H, W] -> [B, 2T, C, H, W]
     let (b, t, c2, h, w) = y.dims5()?;
     y.reshape((b, 2 * t, c2 / 2, h, w))
