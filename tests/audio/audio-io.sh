@@ -14,7 +14,8 @@
 #   - Ctrl+C (SIGINT), SIGTERM and SIGHUP (not under nohup) stop a run serving the PulseAudio
 #     virtual mic, the control API and the frame share cleanly: exit 0 within 5 s, "stopped on
 #     SIGx", its modules (and only those) unloaded, both socket files gone; a second signal exits
-#     at once (128 + signal);
+#     at once (128 + signal); a second run leaves a running one's virtual mic alone and says
+#     whose it is;
 #   - the HTTP TTS adaptor against a small local server speaks `say` into the virtual mic;
 #   - lip-sync: `livetalk dev avsync` (tone bursts on stdin, camera node read by pipewiresrc,
 #     virtual mic by parecord): |median A/V offset| <= 40 ms; prints the offset and the
@@ -208,7 +209,8 @@ second_signal_exits_at_once() {
   start_stopped_run stop-twice || { tail -5 "$OUT/stop-twice.log"; kill $RUN; return 1; }
   kill -INT $RUN; kill -TERM $RUN
   stopped_within 5
-  # what the interrupted stop left: the next run would unload it by name, the test does it now
+  # what the interrupted stop left: the next run would unload it (its owner is gone), the test
+  # does it now
   for m in $MODULES; do pactl unload-module $m 2>/dev/null; done
   cat "$OUT/stop-twice.log"
   # 128 + the second signal's number; when both are pending at once, which handler runs second is
@@ -216,6 +218,22 @@ second_signal_exits_at_once() {
   { [ $RC = 130 ] || [ $RC = 143 ]; } && ! grep -q '^livetalk: stopped' "$OUT/stop-twice.log"
 }
 expect second-signal-exits-at-once second_signal_exits_at_once
+# A second run does not take the microphone from a running one: it stops naming the first run's
+# pid, and the first run's modules stay loaded.
+second_run_leaves_the_first_alone() {
+  start_stopped_run first-owner || { tail -5 "$OUT/first-owner.log"; kill $RUN; return 1; }
+  local first=$RUN first_modules=$MODULES ok=0
+  "$LT" run --no-preview --engine cpu --audio-in none --virtual-mic pulse --no-control --seconds 5 \
+    --share-socket "$OUT/second-owner-frames.sock" >"$OUT/second-owner.log" 2>&1; local rc=$?
+  tail -3 "$OUT/second-owner.log"
+  { [ $rc != 0 ] && grep -q "another livetalk (pid $first) is publishing the virtual microphone" "$OUT/second-owner.log"; } || ok=1
+  for m in $first_modules; do
+    pactl list short modules | grep -q "^$m[[:space:]]" || { echo "module $m of the first run was unloaded"; ok=1; }
+  done
+  kill -TERM $first; wait $first
+  return $ok
+}
+expect second-run-leaves-the-first-alone second_run_leaves_the_first_alone
 pactl unload-module "$NOT_OURS"
 
 echo "== the HTTP TTS adaptor against a local service t=${SECONDS}s"

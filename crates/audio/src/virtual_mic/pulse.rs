@@ -1,7 +1,8 @@
 //! The virtual microphone through PulseAudio (or pipewire-pulse): `pactl` loads a null sink and a
 //! remap source on its monitor (the source apps see), and `pacat` plays the delayed audio into
-//! the sink. Everything loaded is unloaded on drop; leftovers of a crashed run (same names) are
-//! unloaded at start.
+//! the sink. Everything loaded is unloaded on drop. The sink's name carries the loading run's
+//! pid: at start, leftovers of runs that are gone are unloaded, and a run that is still
+//! publishing the microphone is left alone (this one then fails, naming it).
 
 use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -15,7 +16,8 @@ use parking_lot::Mutex;
 use super::{MicSchedule, Output, DESCRIPTION, NODE_NAME};
 use crate::AudioError;
 
-const SINK: &str = "livetalk-mic-sink";
+/// The null sink's name, followed by `-<pid>` of the run that loaded it.
+const SINK_PREFIX: &str = "livetalk-mic-sink";
 /// pacat's buffer: what is written now is heard about this much later.
 const PACAT_LATENCY: Duration = Duration::from_millis(30);
 const BLOCK: Duration = Duration::from_millis(10);
@@ -43,15 +45,43 @@ fn pactl(args: &[&str]) -> Result<String, AudioError> {
     }
 }
 
-/// Unloads modules a previous run left (ours by their names).
+/// The virtual-microphone modules in `pactl list short modules` output: each one's line, index
+/// and the pid of the run that loaded it (`None`: a run from before pids were recorded).
+fn our_modules(list: &str) -> Vec<(&str, &str, Option<u32>)> {
+    list.lines()
+        .filter_map(|line| {
+            let ours = line.contains(&format!("sink_name={SINK_PREFIX}")) || line.contains(&format!("source_name={NODE_NAME}"));
+            let index = line.split_whitespace().next()?;
+            let pid = line
+                .split(SINK_PREFIX)
+                .nth(1)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|digits| digits.parse().ok());
+            ours.then_some((line, index, pid))
+        })
+        .collect()
+}
+
+/// Whether `pid` is a running livetalk (a recycled pid of another program does not count).
+fn livetalk_runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "livetalk" || comm.starts_with("livetalk-"))
+}
+
+/// Unloads modules that runs which are gone left behind; `Err` names a run still publishing the
+/// microphone (its modules stay).
 fn unload_leftovers() -> Result<(), AudioError> {
     let list = pactl(&["list", "short", "modules"])?;
-    for line in list.lines() {
-        let ours = line.contains(&format!("sink_name={SINK}")) || line.contains(&format!("source_name={NODE_NAME}"));
-        if let (true, Some(index)) = (ours, line.split_whitespace().next()) {
-            tracing::info!("unloading a leftover module of an earlier run: {line}");
-            let _ = pactl(&["unload-module", index]);
-        }
+    let mine = std::process::id();
+    let modules = our_modules(&list);
+    if let Some(pid) = modules.iter().filter_map(|m| m.2).find(|&pid| pid != mine && livetalk_runs(pid)) {
+        return Err(AudioError::VirtualMic(format!(
+            "another livetalk (pid {pid}) is publishing the virtual microphone `{NODE_NAME}`; stop it first, or run this one without --virtual-mic"
+        )));
+    }
+    for (line, index, _) in modules {
+        tracing::info!("unloading a leftover module of an earlier run: {line}");
+        let _ = pactl(&["unload-module", index]);
     }
     Ok(())
 }
@@ -73,25 +103,26 @@ impl PulseMic {
             let index = pactl(args)?;
             index.parse().map_err(|_| AudioError::VirtualMic(format!("pactl load-module answered `{index}`")))
         };
+        let sink = format!("{SINK_PREFIX}-{}", std::process::id());
         let mut modules = Vec::new();
         let result = (|| {
             modules.push(load(&[
                 "load-module",
                 "module-null-sink",
-                &format!("sink_name={SINK}"),
+                &format!("sink_name={sink}"),
                 "rate=16000",
                 "channels=1",
-                &format!("sink_properties=device.description={SINK}"),
+                &format!("sink_properties=device.description={sink}"),
             ])?);
             modules.push(load(&[
                 "load-module",
                 "module-remap-source",
-                &format!("master={SINK}.monitor"),
+                &format!("master={sink}.monitor"),
                 &format!("source_name={NODE_NAME}"),
                 &format!("source_properties=device.description=\"{DESCRIPTION}\""),
             ])?);
             Command::new("pacat")
-                .args(["--playback", &format!("--device={SINK}"), "--format=float32le", "--rate=16000", "--channels=1"])
+                .args(["--playback", &format!("--device={sink}"), "--format=float32le", "--rate=16000", "--channels=1"])
                 .arg(format!("--latency-msec={}", PACAT_LATENCY.as_millis()))
                 .args(["--client-name=livetalk", "--stream-name=livetalk mic"])
                 .stdin(Stdio::piped())
@@ -166,5 +197,30 @@ impl Drop for PulseMic {
         }
         let _ = self.pacat.wait();
         unload(&self.modules);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_are_ours_by_name_with_the_loading_run_s_pid() {
+        let list = "\
+23\tmodule-null-sink\tsink_name=livetalk-mic-sink-4242 rate=16000 channels=1 sink_properties=device.description=livetalk-mic-sink-4242
+24\tmodule-remap-source\tmaster=livetalk-mic-sink-4242.monitor source_name=livetalk-mic source_properties=device.description=\"livetalk mic\"
+25\tmodule-null-sink\tsink_name=livetalk-mic-sink rate=16000
+26\tmodule-null-sink\tsink_name=not-livetalk
+27\tmodule-native-protocol-unix\t";
+        let found: Vec<(&str, Option<u32>)> = our_modules(list).into_iter().map(|(_, i, p)| (i, p)).collect();
+        assert_eq!(found, vec![("23", Some(4242)), ("24", Some(4242)), ("25", None)]);
+    }
+
+    #[test]
+    fn only_running_livetalk_processes_count_as_owners() {
+        // this test binary is `livetalk_audio-…`, not `livetalk` or `livetalk-…`; pid 0 has no
+        // /proc entry
+        assert!(!livetalk_runs(std::process::id()));
+        assert!(!livetalk_runs(0));
     }
 }
