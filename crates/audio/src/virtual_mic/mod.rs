@@ -18,7 +18,7 @@
 //! - **Backends.** Built with `pipewire`: a native node (`node.name` "livetalk-mic",
 //!   `node.description` "livetalk mic", media.class Audio/Source). Otherwise, or with PipeWire
 //!   not running: PulseAudio (or pipewire-pulse) through pactl: a null sink
-//!   "livetalk-mic-sink", a remap source "livetalk-mic" described as "livetalk mic" on its
+//!   "livetalk-mic-sink-<pid>", a remap source "livetalk-mic" described as "livetalk mic" on its
 //!   monitor, and pacat playing into the sink. Both are removed again on exit.
 
 #[cfg(feature = "pipewire")]
