@@ -109,7 +109,16 @@ fn build_plan(api: &'static ffi::Api, handle: ffi::Handle, key: &PlanKey) -> std
         ops.push(g.pointwise(*mode, t, *operand, out)?);
         t = out;
     }
-    g.plan(handle, &ops, "convolution")
+    // cuDNN's first choice is sometimes far from its best at these shapes (an sm80 kernel took
+    // 1.9 ms for the Wan VAE's full-resolution convolutions): time a few on first use
+    g.plans(handle, &ops, "convolution", tune_candidates())
+}
+
+/// Convolution plans timed per shape on first use (`LIVETALK_CUDNN_TUNE=N`; 1 = cuDNN's first
+/// choice; default 8).
+fn tune_candidates() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::env::var("LIVETALK_CUDNN_TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or(8).max(1))
 }
 
 /// `LIVETALK_CONV=portable` forces the portable path (read once).

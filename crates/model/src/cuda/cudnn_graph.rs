@@ -129,6 +129,12 @@ impl Builder {
 
     /// The graph of `ops` → the first execution plan cuDNN's heuristics offer that finalises.
     pub fn plan(self, handle: ffi::Handle, ops: &[usize], what: &str) -> Result<Plan, String> {
+        self.plans(handle, ops, what, 1)
+    }
+
+    /// Like [`Builder::plan`], keeping up to `tune - 1` further plans that finalise: the plan
+    /// cache times them all on the first call and keeps the fastest.
+    pub fn plans(self, handle: ffi::Handle, ops: &[usize], what: &str, tune: usize) -> Result<Plan, String> {
         let api = self.api;
         let graph = Desc::new(api, ffi::OPERATIONGRAPH_DESCRIPTOR)?;
         let op_refs: Vec<&Desc> = ops.iter().map(|&i| &self.keep[i]).collect();
@@ -154,6 +160,7 @@ impl Builder {
             (api.get_attr)(heur.raw, ffi::ATTR_ENGINEHEUR_RESULTS, ffi::TYPE_BACKEND_DESCRIPTOR, count, &mut got, raws.as_mut_ptr() as *mut c_void)
         })?;
         let mut errors = Vec::new();
+        let mut finalised = Vec::new();
         for cfg in configs.iter().take(got.max(0) as usize) {
             let plan = Desc::new(api, ffi::EXECUTION_PLAN_DESCRIPTOR)?;
             plan.set_handle(ffi::ATTR_EXECUTION_PLAN_HANDLE, handle)?;
@@ -161,16 +168,23 @@ impl Builder {
             match plan.finalize("execution plan") {
                 Ok(()) => {
                     let workspace = plan.get_i64(ffi::ATTR_EXECUTION_PLAN_WORKSPACE_SIZE)?.max(0) as usize;
-                    let mut keep = self.keep;
-                    keep.push(graph);
-                    keep.push(heur);
-                    keep.extend(configs);
-                    return Ok(Plan { plan, workspace, _keep: keep });
+                    finalised.push((plan, workspace));
+                    if finalised.len() >= tune.max(1) {
+                        break;
+                    }
                 }
                 Err(e) => errors.push(e),
             }
         }
-        Err(format!("no cuDNN engine accepted the {what} graph: {}", errors.join("; ")))
+        if finalised.is_empty() {
+            return Err(format!("no cuDNN engine accepted the {what} graph: {}", errors.join("; ")));
+        }
+        let (plan, workspace) = finalised.remove(0);
+        let mut keep = self.keep;
+        keep.push(graph);
+        keep.push(heur);
+        keep.extend(configs);
+        Ok(Plan { plan, workspace, alternatives: finalised, _keep: keep })
     }
 }
 
@@ -178,6 +192,8 @@ impl Builder {
 pub(crate) struct Plan {
     plan: Desc,
     workspace: usize,
+    /// Other plans for the same graph, timed against `plan` on first use (then dropped).
+    alternatives: Vec<(Desc, usize)>,
     _keep: Vec<Desc>,
 }
 
@@ -218,19 +234,38 @@ impl<K: Hash + Eq + Copy> PlanCache<K> {
             Ok(plan) => plan,
             Err(e) => return Err(e.clone()),
         };
-        if plan.workspace > 0 && self.workspace.as_ref().is_none_or(|w| w.len() < plan.workspace) {
-            self.workspace = Some(dev.alloc_zeros::<u8>(plan.workspace).map_err(|e| e.to_string())?);
+        if !plan.alternatives.is_empty() {
+            // first use: time every candidate on these tensors (outputs are never inputs), keep
+            // the fastest
+            let mut best = (f64::INFINITY, 0);
+            let candidates = std::iter::once((&plan.plan, plan.workspace)).chain(plan.alternatives.iter().map(|(p, w)| (p, *w)));
+            for (i, (candidate, ws)) in candidates.enumerate() {
+                let run = |w: &mut Option<CudaSlice<u8>>| run_plan(api, handle, dev, &stream, w, candidate, ws, uids, ptrs);
+                let timed = run(&mut self.workspace).and_then(|()| {
+                    stream.synchronize().map_err(|e| e.to_string())?;
+                    let t = std::time::Instant::now();
+                    for _ in 0..3 {
+                        run(&mut self.workspace)?;
+                    }
+                    stream.synchronize().map_err(|e| e.to_string())?;
+                    Ok(t.elapsed().as_secs_f64() / 3.0)
+                });
+                if let Ok(secs) = timed {
+                    if secs < best.0 {
+                        best = (secs, i);
+                    }
+                }
+            }
+            let alternatives = std::mem::take(&mut plan.alternatives);
+            if best.1 > 0 {
+                if let Some((chosen, ws)) = alternatives.into_iter().nth(best.1 - 1) {
+                    plan.plan = chosen;
+                    plan.workspace = ws;
+                }
+            }
+            tracing::debug!(candidate = best.1, ms = best.0 * 1e3, "cuDNN plan chosen by timing");
         }
-        let ws_ptr = match (&self.workspace, plan.workspace) {
-            (Some(w), n) if n > 0 => w.device_ptr(&stream).0 as *mut c_void,
-            _ => std::ptr::null_mut(),
-        };
-        let pack = Desc::new(api, ffi::VARIANT_PACK_DESCRIPTOR)?;
-        pack.set_i64s(ffi::ATTR_VARIANT_PACK_UNIQUE_IDS, uids)?;
-        pack.set_ptrs(ffi::ATTR_VARIANT_PACK_DATA_POINTERS, ptrs)?;
-        pack.set_ptrs(ffi::ATTR_VARIANT_PACK_WORKSPACE, &[ws_ptr])?;
-        pack.finalize("variant pack")?;
-        api.check("cudnnBackendExecute", unsafe { (api.execute)(self.handle, plan.plan.raw, pack.raw) })
+        run_plan(api, handle, dev, &stream, &mut self.workspace, &plan.plan, plan.workspace, uids, ptrs)
     }
 
     /// Whether the graph for `key` was found not runnable before.
@@ -240,6 +275,34 @@ impl<K: Hash + Eq + Copy> PlanCache<K> {
             _ => None,
         }
     }
+}
+
+/// Runs `plan` (which needs `ws` bytes of workspace, grown in `workspace` if short) on `stream`.
+#[allow(clippy::too_many_arguments)]
+fn run_plan(
+    api: &'static ffi::Api,
+    handle: ffi::Handle,
+    dev: &CudaDevice,
+    stream: &CudaStream,
+    workspace: &mut Option<CudaSlice<u8>>,
+    plan: &Desc,
+    ws: usize,
+    uids: &[i64],
+    ptrs: &[*mut c_void],
+) -> Result<(), String> {
+    if ws > 0 && workspace.as_ref().is_none_or(|w| w.len() < ws) {
+        *workspace = Some(dev.alloc_zeros::<u8>(ws).map_err(|e| e.to_string())?);
+    }
+    let ws_ptr = match (workspace.as_ref(), ws) {
+        (Some(w), n) if n > 0 => w.device_ptr(stream).0 as *mut c_void,
+        _ => std::ptr::null_mut(),
+    };
+    let pack = Desc::new(api, ffi::VARIANT_PACK_DESCRIPTOR)?;
+    pack.set_i64s(ffi::ATTR_VARIANT_PACK_UNIQUE_IDS, uids)?;
+    pack.set_ptrs(ffi::ATTR_VARIANT_PACK_DATA_POINTERS, ptrs)?;
+    pack.set_ptrs(ffi::ATTR_VARIANT_PACK_WORKSPACE, &[ws_ptr])?;
+    pack.finalize("variant pack")?;
+    api.check("cudnnBackendExecute", unsafe { (api.execute)(handle, plan.raw, pack.raw) })
 }
 
 /// cuDNN's data type for the graphs' real tensors (bf16 or f16), `None` for others.
