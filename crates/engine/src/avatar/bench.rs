@@ -81,10 +81,10 @@ pub fn synthetic_speech(seconds: f64, seed: u64) -> Vec<f32> {
             let loudness = rng.gen_range(0.08..0.3);
             syllable(&mut out, &mut phase, length, f0, (f1, f2), loudness);
             let gap = (rng.gen_range(0.02..0.08) * SAMPLE_RATE as f64) as usize;
-            out.extend(std::iter::repeat(0.0).take(gap));
+            out.extend(std::iter::repeat_n(0.0, gap));
         }
         let pause = (rng.gen_range(0.25..0.8) * SAMPLE_RATE as f64) as usize;
-        out.extend(std::iter::repeat(0.0).take(pause));
+        out.extend(std::iter::repeat_n(0.0, pause));
     }
     out.truncate(total);
     out

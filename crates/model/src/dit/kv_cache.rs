@@ -223,8 +223,8 @@ impl KvCache {
             && self.local_end == cap
             && n > 0
             && window > 0
-            && window % n == 0
-            && self.ring_start % n == 0
+            && window.is_multiple_of(n)
+            && self.ring_start.is_multiple_of(n)
             && cap <= self.config.max_attention_size();
         if !applies {
             return Ok(None);
