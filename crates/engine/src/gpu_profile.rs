@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use livetalk_model::gpu_trace::Activity;
+use livetalk_model::gpu_trace::{driver_call_name, Activity};
 
 /// Kernel kinds by name, first match wins.
 const KINDS: &[(&str, &[&str])] = &[
@@ -79,27 +79,6 @@ fn gaps(mut acts: Vec<(u64, u64, Arc<str>)>, lo: u64, hi: u64) -> Vec<Gap> {
     out
 }
 
-/// Length of the union of `intervals` clipped to `[lo, hi]`.
-fn union_ns(mut intervals: Vec<(u64, u64)>, lo: u64, hi: u64) -> u64 {
-    intervals.sort_unstable();
-    let (mut total, mut cur): (u64, Option<(u64, u64)>) = (0, None);
-    for (s, e) in intervals {
-        let (s, e) = (s.max(lo), e.min(hi));
-        if s >= e {
-            continue;
-        }
-        cur = match cur {
-            Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
-            Some((cs, ce)) => {
-                total += ce - cs;
-                Some((s, e))
-            }
-            None => Some((s, e)),
-        };
-    }
-    total + cur.map_or(0, |(s, e)| e - s)
-}
-
 fn shares(map: HashMap<Arc<str>, (usize, u64)>, blocks: usize, keep: usize) -> Vec<Share> {
     let mut v: Vec<Share> = map
         .into_iter()
@@ -116,7 +95,6 @@ pub fn summarize(phase: &str, records: &[Activity], windows: &[(u64, u64)]) -> P
     let blocks = windows.len().max(1);
     let inside = |a: &Activity| windows.iter().any(|&(lo, hi)| a.start() >= lo && a.start() < hi);
     let (mut kinds, mut kernels, mut calls) = (HashMap::new(), HashMap::new(), HashMap::new());
-    let mut gpu = Vec::new();
     let mut named = Vec::new();
     let mut driver_ns = 0;
     for a in records.iter().filter(|a| inside(a)) {
@@ -133,13 +111,14 @@ pub fn summarize(phase: &str, records: &[Activity], windows: &[(u64, u64)]) -> P
             }
             Activity::Copy { kind, .. } => add(&mut kinds, format!("copies (kind {kind})").into()),
             Activity::Memset { .. } => add(&mut kinds, "memsets".into()),
-            Activity::Driver { name, .. } => {
-                add(&mut calls, name.clone());
+            Activity::Driver { call, .. } => {
+                let e = calls.entry(*call).or_insert((0, 0));
+                e.0 += 1;
+                e.1 += ns;
                 driver_ns += ns;
             }
         }
         if a.on_gpu() {
-            gpu.push((a.start(), a.end()));
             let name: Arc<str> = match a {
                 Activity::Kernel { name, .. } => name.clone(),
                 Activity::Copy { kind, .. } => format!("copy (kind {kind})").into(),
@@ -149,9 +128,10 @@ pub fn summarize(phase: &str, records: &[Activity], windows: &[(u64, u64)]) -> P
         }
     }
     let span: u64 = windows.iter().map(|&(lo, hi)| hi.saturating_sub(lo)).sum();
-    let busy: u64 = windows.iter().map(|&(lo, hi)| union_ns(gpu.clone(), lo, hi)).sum();
     let per_block = |ns: u64| ns as f64 / 1e6 / blocks as f64;
     let all_gaps: Vec<Gap> = windows.iter().flat_map(|&(lo, hi)| gaps(named.clone(), lo, hi)).collect();
+    // busy: the window less its idle gaps (the union of every stream's activities)
+    let busy = span - all_gaps.iter().map(|(s, e, _, _)| e - s).sum::<u64>();
     let mut idle = [0u64; 3];
     for (s, e, _, _) in &all_gaps {
         let len = e - s;
@@ -167,7 +147,7 @@ pub fn summarize(phase: &str, records: &[Activity], windows: &[(u64, u64)]) -> P
         busy_ms: per_block(busy),
         kinds: shares(kinds, blocks, usize::MAX),
         top_kernels: shares(kernels, blocks, 12),
-        driver_calls: shares(calls, blocks, 10),
+        driver_calls: shares(calls.into_iter().map(|(call, v)| (driver_call_name(call).into(), v)).collect(), blocks, 10),
         driver_ms: per_block(driver_ns),
         idle_by_gap_ms: idle.map(per_block),
         longest_gaps,
@@ -230,7 +210,7 @@ mod tests {
             kernel(500_000, 1_500_000, 8, "sm90_xmma_gemm_bf16bf16_bf16f32"),
             kernel(3_000_000, 4_000_000, 7, "rms_norm_rope_bf16"),
             Activity::Copy { start: 4_000_000, end: 4_500_000, stream: 7, bytes: 64, kind: 1 },
-            Activity::Driver { start: 100, end: 20_100, call: 307, name: "cuLaunchKernel".into() },
+            Activity::Driver { start: 100, end: 20_100, call: 307 },
             // outside the window: ignored
             kernel(20_000_000, 21_000_000, 7, "ucopy_bf16"),
         ];
@@ -275,8 +255,9 @@ mod tests {
     }
 
     #[test]
-    fn union_merges_touching_and_nested_intervals() {
-        assert_eq!(union_ns(vec![(0, 10), (5, 7), (10, 20), (30, 40)], 0, 35), 25);
-        assert_eq!(union_ns(vec![], 0, 10), 0);
+    fn busy_time_merges_touching_and_nested_intervals() {
+        let recs = vec![kernel(0, 10, 1, "a"), kernel(5, 7, 2, "b"), kernel(10, 20, 1, "c"), kernel(30, 40, 1, "d")];
+        assert_eq!(summarize("x", &recs, &[(0, 35)]).busy_ms, 25e-6);
+        assert_eq!(summarize("x", &[], &[(0, 10)]).busy_ms, 0.0);
     }
 }

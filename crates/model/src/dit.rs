@@ -243,6 +243,13 @@ enum RopeArg {
     Fused(crate::cuda::fused::RopeTable),
 }
 
+impl RopeArg {
+    /// Whether this forward runs the fused kernels (decided once, when the model built this).
+    fn fused(&self) -> bool {
+        !matches!(self, RopeArg::Tables(_))
+    }
+}
+
 /// Whether the fused bf16 row kernels (LayerNorm+modulation, RMSNorm+RoPE, gated residual) run
 /// for `x`: CUDA, bf16, and not switched off with `LIVETALK_FUSED=0`.
 fn fused_rows(x: &Tensor) -> bool {
@@ -477,6 +484,16 @@ fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, frames: usize) -> Result
     xf.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?.reshape((b, l, d))
 }
 
+/// `LayerNorm(x) * (1 + scale) + shift` per frame (one kernel when `fused`).
+fn norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, frames: usize, eps: f64, fused: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if fused {
+        return crate::cuda::fused::layer_norm_modulate(x, None, Some((shift, scale)), eps);
+    }
+    let _ = fused;
+    modulate(&layer_norm(x, None, None, eps)?, shift, scale, frames)
+}
+
 /// `x[B, L, dim] + row[B, F, 1, dim]`, the row of each token's frame.
 fn add_per_frame(x: &Tensor, row: &Tensor) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
@@ -524,15 +541,8 @@ impl DitBlock {
         let (shift_msa, scale_msa, gate_msa) = (chunk(e, 0)?, chunk(e, 1)?, chunk(e, 2)?);
         let (shift_mlp, scale_mlp, gate_mlp) = (chunk(e, 3)?, chunk(e, 4)?, chunk(e, 5)?);
 
-        // one decision per forward: the model chose the fused path when it built the RoPE argument
-        let fused = !matches!(rope, RopeArg::Tables(_));
-        let norm_mod = |x: &Tensor, shift: &Tensor, scale: &Tensor| -> Result<Tensor> {
-            #[cfg(feature = "cuda")]
-            if fused {
-                return crate::cuda::fused::layer_norm_modulate(x, None, Some((shift, scale)), self.eps);
-            }
-            modulate(&layer_norm(x, None, None, self.eps)?, shift, scale, frames)
-        };
+        let fused = rope.fused();
+        let norm_mod = |x: &Tensor, shift: &Tensor, scale: &Tensor| norm_modulate(x, shift, scale, frames, self.eps, fused);
         // fused: `y` comes without its projection bias, added here
         let residual = |x: &Tensor, y: &Tensor, bias: Option<&Tensor>, gate: &Tensor, add: Option<&Tensor>| -> Result<Tensor> {
             #[cfg(feature = "cuda")]
@@ -578,11 +588,11 @@ impl DitBlock {
             #[cfg(feature = "cuda")]
             {
                 // bias and GELU in the matrix product's epilogue where cuBLASLt runs it
-                let fused = match self.ffn0.bias() {
+                let epilogue = match self.ffn0.bias() {
                     Some(b) => crate::cuda::lt_matmul::linear_bias_gelu(&h, self.ffn0.weight(), b)?,
                     None => None,
                 };
-                let hidden = match fused {
+                let hidden = match epilogue {
                     Some(hidden) => hidden,
                     None => crate::cuda::fused::bias_gelu(&matmul_no_bias(&self.ffn0, &h)?, self.ffn0.bias())?,
                 };
@@ -911,7 +921,7 @@ impl CausalWanModel {
         };
         // fused: block i-1's last residual adds it (not when tracing: the trace keeps block outputs
         // as the reference computes them)
-        let fuse_audio = !matches!(rope, RopeArg::Tables(_)) && trace.is_none();
+        let fuse_audio = rope.fused() && trace.is_none();
         let mut added_by_previous = false;
         for (i, block) in self.blocks.iter().enumerate() {
             if !added_by_previous {
@@ -936,14 +946,7 @@ impl CausalWanModel {
         // head
         let e = self.head_modulation.broadcast_add(&t_emb.reshape((b, tf, 1, dim))?)?; // [B,F,2,dim]
         let (shift, scale) = (chunk(&e, 0)?, chunk(&e, 1)?);
-        let hn = match &rope {
-            #[cfg(feature = "cuda")]
-            RopeArg::Fused(_) => crate::cuda::fused::layer_norm_modulate(&h, None, Some((&shift, &scale)), self.cfg.eps)?.reshape((b, tf, frame_seqlen, dim))?,
-            _ => {
-                let hn = layer_norm(&h, None, None, self.cfg.eps)?.reshape((b, tf, frame_seqlen, dim))?;
-                hn.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?
-            }
-        };
+        let hn = norm_modulate(&h, &shift, &scale, tf, self.cfg.eps, rope.fused())?.reshape((b, tf, frame_seqlen, dim))?;
         let out = self.head.forward(&hn)?; // [B, F, S, out*p]
         if let Some(t) = trace {
             t.head_out = Some(out.clone());

@@ -11,7 +11,6 @@
 use std::ffi::c_void;
 use std::sync::Mutex;
 
-use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Device, Result, Storage, Tensor};
@@ -122,7 +121,7 @@ fn tune_candidates() -> usize {
 }
 
 /// `LIVETALK_CONV=portable` forces the portable path (read once).
-fn forced_portable() -> bool {
+pub(crate) fn forced_portable() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FORCED.get_or_init(|| std::env::var("LIVETALK_CONV").is_ok_and(|v| v == "portable"))
 }
@@ -195,6 +194,9 @@ pub fn conv3d_ndhwc(x: &Tensor, w_ktrsc: &Tensor, bias: Option<&Tensor>, pad_t: 
     execute(api, dev, &key, x, w_ktrsc, bias, None, &[n, t_out, h, w, o])
 }
 
+/// Runs the plan for `key` (bf16 or f16 tensors, contiguous copies where needed) into a fresh
+/// `out_dims` output; `None` when cuDNN has no engine for the graph (remembered: the portable
+/// path runs for this key from then on).
 #[allow(clippy::too_many_arguments)]
 fn execute(
     api: &'static ffi::Api,
@@ -206,59 +208,42 @@ fn execute(
     residual: Option<&Tensor>,
     out_dims: &[usize],
 ) -> Result<Option<Tensor>> {
-    let x = x.contiguous()?;
-    let w = w.contiguous()?;
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
     let bias = bias.map(|b| b.contiguous()).transpose()?;
     let residual = residual.map(|r| r.contiguous()).transpose()?;
-    let len = out_dims.iter().product();
-    let out = match x.dtype() {
-        DType::BF16 => run::<half::bf16>(api, dev, key, &x, &w, bias.as_ref(), residual.as_ref(), len)?,
-        _ => run::<half::f16>(api, dev, key, &x, &w, bias.as_ref(), residual.as_ref(), len)?,
-    };
-    Ok(out.map(|s| Tensor::from_storage(Storage::Cuda(s), out_dims, BackpropOp::none(), false)))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run<T>(
-    api: &'static ffi::Api,
-    dev: &CudaDevice,
-    key: &PlanKey,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
-    len: usize,
-) -> Result<Option<CudaStorage>>
-where
-    T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr + candle_core::WithDType,
-{
     with_cache(&STATE, api, dev, |state| {
-    if state.failed(key).is_some() {
-        return Ok(None);
-    }
-    let stream = dev.cuda_stream();
-    let out = unsafe { dev.alloc::<T>(len)? };
-    let (y_ptr, guard_y) = out.device_ptr(&stream);
-    let mut uids = vec![UID_X, UID_W, UID_Y];
-    let mut ptrs = vec![typed_ptr::<T>(x, &stream)? as *mut c_void, typed_ptr::<T>(w, &stream)? as *mut c_void, y_ptr as *mut c_void];
-    if let Some(b) = bias {
-        uids.push(UID_BIAS);
-        ptrs.push(typed_ptr::<T>(b, &stream)? as *mut c_void);
-    }
-    if let Some(r) = residual {
-        uids.push(UID_RESIDUAL);
-        ptrs.push(typed_ptr::<T>(r, &stream)? as *mut c_void);
-    }
-    let ran = state.execute(api, dev, *key, |handle| build_plan(api, handle, key), &uids, &ptrs);
-    drop(guard_y);
-    match ran {
-        Ok(()) => Ok(Some(CudaStorage::wrap_cuda_slice(out, dev.clone()))),
-        // A graph without an engine: remembered, portable path from now on for this key.
-        Err(e) if state.failed(key).is_some() => {
-            tracing::debug!("cuDNN conv {key:?}: {e}; using the portable convolution");
-            Ok(None)
+        if state.failed(key).is_some() {
+            return Ok(None);
         }
-        Err(e) => Err(candle_core::Error::Msg(format!("cuDNN conv {key:?}: {e}"))),
-    }
+        let len = out_dims.iter().product();
+        let storage = match x.dtype() {
+            DType::BF16 => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<half::bf16>(len)? }, dev.clone()),
+            _ => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<half::f16>(len)? }, dev.clone()),
+        };
+        let out = Tensor::from_storage(Storage::Cuda(storage), out_dims, BackpropOp::none(), false);
+        let stream = dev.cuda_stream();
+        let ptr = |t: &Tensor| -> Result<*mut c_void> {
+            let p = match t.dtype() {
+                DType::BF16 => typed_ptr::<half::bf16>(t, &stream)?,
+                _ => typed_ptr::<half::f16>(t, &stream)?,
+            };
+            Ok(p as *mut c_void)
+        };
+        let mut uids = vec![UID_X, UID_W, UID_Y];
+        let mut ptrs = vec![ptr(&x)?, ptr(&w)?, ptr(&out)?];
+        for (uid, t) in [(UID_BIAS, &bias), (UID_RESIDUAL, &residual)] {
+            if let Some(t) = t {
+                uids.push(uid);
+                ptrs.push(ptr(t)?);
+            }
+        }
+        match state.execute(api, dev, *key, |handle| build_plan(api, handle, key), &uids, &ptrs) {
+            Ok(()) => Ok(Some(out)),
+            Err(e) if state.failed(key).is_some() => {
+                tracing::debug!("cuDNN conv {key:?}: {e}; using the portable convolution");
+                Ok(None)
+            }
+            Err(e) => Err(candle_core::Error::Msg(format!("cuDNN conv {key:?}: {e}"))),
+        }
     })
 }

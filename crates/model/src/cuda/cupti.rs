@@ -104,10 +104,7 @@ fn decode(rec: *const u8) -> Option<Activity> {
         }),
         KIND_MEMCPY => Some(Activity::Copy { kind: read(rec, 4), bytes: read(rec, 8), start: read(rec, 16), end: read(rec, 24), stream: read(rec, 40) }),
         KIND_MEMSET => Some(Activity::Memset { bytes: read(rec, 8), start: read(rec, 16), end: read(rec, 24), stream: read(rec, 40) }),
-        KIND_DRIVER => {
-            let call = read(rec, 4);
-            Some(Activity::Driver { call, name: driver_call_name(call), start: read(rec, 8), end: read(rec, 16) })
-        }
+        KIND_DRIVER => Some(Activity::Driver { call: read(rec, 4), start: read(rec, 8), end: read(rec, 16) }),
         _ => None,
     }
 }
@@ -172,51 +169,4 @@ pub fn now_ns() -> u64 {
         unsafe { (l.timestamp)(&mut t) };
     }
     t
-}
-
-/// The name of a driver call id (cupti_driver_cbid.h) for the calls a candle program makes.
-pub fn driver_call_name(cbid: u32) -> Arc<str> {
-    let name = match cbid {
-        9 => "cuDeviceGetAttribute",
-        16 => "cuCtxGetDevice",
-        17 => "cuCtxSynchronize",
-        23 => "cuModuleGetFunction",
-        85 => "cuFuncGetAttribute",
-        119 => "cuEventRecord",
-        120 => "cuEventQuery",
-        121 => "cuEventSynchronize",
-        126 => "cuStreamSynchronize",
-        216 => "cuMemsetD8Async",
-        220 => "cuMemsetD32Async",
-        243 => "cuMemAlloc",
-        245 => "cuMemFree",
-        249 => "cuMemsetD8",
-        276 => "cuMemcpyHtoD",
-        277 => "cuMemcpyHtoDAsync",
-        278 => "cuMemcpyDtoH",
-        279 => "cuMemcpyDtoHAsync",
-        281 => "cuMemcpyDtoDAsync",
-        295 => "cuStreamWaitEvent",
-        303 => "cuCtxSetCurrent",
-        304 => "cuCtxGetCurrent",
-        306 => "cuMemcpyAsync",
-        307 => "cuLaunchKernel",
-        310 => "cuPointerGetAttribute",
-        374 => "cuOccupancyMaxActiveBlocksPerMultiprocessor",
-        442 => "cuLaunchKernel_ptsz",
-        481 => "cuFuncSetAttribute",
-        499 => "cuStreamIsCapturing",
-        514 => "cuGraphLaunch",
-        536 => "cuStreamGetCaptureInfo",
-        587 => "cuEventRecordWithFlags",
-        598 => "cuMemAllocAsync",
-        600 => "cuMemFreeAsync",
-        611 => "cuMemAllocFromPoolAsync",
-        626 => "cuGetProcAddress",
-        652 => "cuLaunchKernelEx",
-        681 => "cuLibraryGetKernel",
-        683 => "cuKernelGetFunction",
-        _ => return format!("driver call {cbid}").into(),
-    };
-    name.into()
 }

@@ -295,29 +295,6 @@ pub fn kv_write(k: &Tensor, v: &Tensor, v_bias: Option<&Tensor>, k_cache: &Tenso
     Ok(())
 }
 
-/// The Wan VAE's RMS norm over the channels of `x` `[B, T, C, H, W]` (bf16) with the f32 `gain`
-/// `[C]` (`sqrt(C) * gamma`), then SiLU when `silu`.
-pub fn channel_rms_norm(x: &Tensor, gain: &Tensor, silu: bool) -> Result<Tensor> {
-    let dev = cuda_device(x)?;
-    let stream = dev.cuda_stream();
-    let x = x.contiguous()?;
-    let (b, t, c, h, w) = x.dims5()?;
-    if gain.dims() != [c] {
-        candle_core::bail!("channel rms norm: gain {:?} for {c} channels", gain.dims());
-    }
-    let gain = gain.contiguous()?;
-    let pixels = h * w;
-    let out = unsafe { dev.alloc::<bf16>(x.elem_count())? };
-    let (x_ptr, out_ptr, g_ptr) = (typed_ptr::<bf16>(&x, &stream)?, out.device_ptr(&stream).0, typed_ptr::<f32>(&gain, &stream)?);
-    let func = dev.get_or_load_custom_func("channel_rms_norm_bf16", MODULE, PTX)?;
-    let (c_i, px, silu_i) = (c as i32, pixels as i64, silu as i32);
-    let mut launch = func.builder();
-    launch.arg(&x_ptr).arg(&out_ptr).arg(&g_ptr).arg(&c_i).arg(&px).arg(&silu_i);
-    let grid = (pixels.div_ceil(THREADS as usize) as u32, (b * t) as u32, 1);
-    unsafe { launch.launch(LaunchConfig { grid_dim: grid, block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }.w()?;
-    Ok(wrap(out, &dev, x.dims()))
-}
-
 /// Nearest-neighbour upscaling of channels-last bf16 frames `[B, H, W, C]` by `f`, or `None` when
 /// the kernel does not take them (not bf16, C not a multiple of 8, misaligned).
 pub fn upsample_nearest_nhwc(x: &Tensor, f: usize) -> Result<Option<Tensor>> {

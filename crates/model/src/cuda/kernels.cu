@@ -273,29 +273,6 @@ extern "C" __global__ void kv_write_bf16(
     }
 }
 
-// The Wan VAE's RMS norm over channels of a frame-major `[B*T, C, H*W]` activation, optionally
-// followed by SiLU: y = x / max(||x||_C, 1e-12) * gain[c] (gain = sqrt(C) * gamma, float32),
-// float32 math, rounded once. One thread per pixel: neighbouring threads read neighbouring
-// pixels of the same channel, so every pass over the channels is coalesced.
-extern "C" __global__ void channel_rms_norm_bf16(
-    const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y, const float* __restrict__ gain,
-    int channels, long long pixels, int silu) {
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= pixels) return;
-    const long long base = (long long)blockIdx.y * channels * pixels + p;
-    float q = 0.f;
-    for (int c = 0; c < channels; ++c) {
-        const float v = __bfloat162float(x[base + c * pixels]);
-        q += v * v;
-    }
-    const float inv = 1.f / fmaxf(sqrtf(q), 1e-12f);
-    for (int c = 0; c < channels; ++c) {
-        float v = __bfloat162float(x[base + c * pixels]) * inv * gain[c];
-        if (silu) v = v / (1.f + __expf(-v));
-        y[base + c * pixels] = __float2bfloat16(v);
-    }
-}
-
 // Nearest-neighbour upscaling of channels-last frames `[B, H, W, C]` by `f` (C a multiple of 8):
 // one thread per output 8-channel vector, 16-byte loads and stores.
 extern "C" __global__ void upsample_nearest_nhwc_bf16(

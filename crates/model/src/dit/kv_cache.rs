@@ -133,8 +133,6 @@ pub struct KvCache {
     local_end: usize,
     /// The window's oldest token, counted from the sink's end (0 until the ring wraps).
     ring_start: usize,
-    /// First slot of the last block written.
-    last_write: usize,
 }
 
 impl KvCache {
@@ -156,7 +154,7 @@ impl KvCache {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { config, layers, num_heads, head_dim, global_end: 0, local_end: 0, ring_start: 0, last_write: 0 })
+        Ok(KvCache { config, layers, num_heads, head_dim, global_end: 0, local_end: 0, ring_start: 0 })
     }
 
     /// Forgets everything (the buffers are kept; stale slots are never read).
@@ -170,7 +168,6 @@ impl KvCache {
         self.global_end = start_token;
         self.local_end = 0;
         self.ring_start = 0;
-        self.last_write = 0;
     }
 
     /// Moves the cache's absolute end `tokens` back, keeping its content: the stream's positions
@@ -200,7 +197,7 @@ impl KvCache {
     /// The plan for a forward over `num_new` tokens starting at absolute token `current_start`
     /// (the reference's index arithmetic, with the ring in place of the shift where it runs).
     pub fn plan(&self, current_start: usize, num_new: usize) -> Result<CachePlan> {
-        if let Some(plan) = self.ring_plan(current_start, num_new)? {
+        if let Some(plan) = self.ring_plan(current_start, num_new) {
             return Ok(plan);
         }
         if self.ring_start != 0 {
@@ -214,8 +211,9 @@ impl KvCache {
     }
 
     /// The ring's plan when the cache is full and the ring applies: a new block overwrites the
-    /// oldest window tokens, the same block again rewrites its own slots.
-    fn ring_plan(&self, current_start: usize, n: usize) -> Result<Option<CachePlan>> {
+    /// oldest window tokens, the same block again rewrites its own slots (the `n` before the
+    /// oldest, round the ring: where the linear layout put the newest block too).
+    fn ring_plan(&self, current_start: usize, n: usize) -> Option<CachePlan> {
         let cap = self.capacity();
         let sink = self.config.sink_tokens();
         let window = cap.saturating_sub(sink);
@@ -227,7 +225,7 @@ impl KvCache {
             && self.ring_start.is_multiple_of(n)
             && cap <= self.config.max_attention_size();
         if !applies {
-            return Ok(None);
+            return None;
         }
         let plan = |write_start: usize, ring_start: usize| CachePlan {
             shift: None,
@@ -240,13 +238,13 @@ impl KvCache {
         };
         if current_start == self.global_end {
             // a new block: evicts the `n` oldest window tokens and takes their slots
-            return Ok(Some(plan(sink + self.ring_start, (self.ring_start + n) % window)));
+            return Some(plan(sink + self.ring_start, (self.ring_start + n) % window));
         }
-        if current_start + n == self.global_end && self.last_write >= sink {
+        if current_start + n == self.global_end {
             // the same block again (denoising steps, the refresh pass)
-            return Ok(Some(plan(self.last_write, self.ring_start)));
+            return Some(plan(sink + (self.ring_start + window - n) % window, self.ring_start));
         }
-        Ok(None)
+        None
     }
 
     /// The reference's index arithmetic, verbatim (the window shifts left on eviction).
@@ -296,7 +294,6 @@ impl KvCache {
         self.global_end = plan.global_end;
         self.local_end = plan.local_end;
         self.ring_start = plan.ring_start;
-        self.last_write = plan.write_start;
     }
 
     /// Layer `i`'s valid keys as `[B, local_end, num_heads*head_dim]` (the reference layout and

@@ -107,12 +107,12 @@ impl Head {
     }
 
     fn forward(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
-        let x = self.norm.forward_silu(x)?;
+        let x = self.norm.forward_layout(x, false, true)?;
         self.conv.forward_cached(&x, cache.next_slot())
     }
 
     fn forward_channels_last(&self, x: &Tensor, cache: &mut CacheCursor) -> Result<Tensor> {
-        let x = self.norm.forward_channels_last(x, true)?;
+        let x = self.norm.forward_layout(x, true, true)?;
         self.conv.forward_cached_layout(&x, cache.next_slot(), true)
     }
 }
@@ -261,7 +261,7 @@ pub(crate) fn channels_last_decode(x: &Tensor) -> bool {
         x.device().is_cuda()
             && x.dtype() == candle_core::DType::BF16
             && crate::cuda::fused::enabled()
-            && std::env::var("LIVETALK_CONV").map_or(true, |v| v != "portable")
+            && !crate::cuda::conv::forced_portable()
     }
     #[cfg(not(feature = "cuda"))]
     {

@@ -301,7 +301,7 @@ impl Module for FrameConv2d {
 }
 
 /// `F.normalize(x, dim=channels) * sqrt(C) * gamma`, computed in f32 (one fused kernel, with the
-/// SiLU that follows it, on CUDA in bf16).
+/// SiLU that follows it, for channels-last frames on CUDA in bf16).
 #[derive(Clone, Debug)]
 pub(crate) struct RmsNorm {
     /// `sqrt(C) * gamma` as `[1, 1, C, 1, 1]`, f32.
@@ -323,18 +323,20 @@ impl RmsNorm {
 }
 
 impl RmsNorm {
-    /// The norm over the last dim of channels-last frames `[..., C]`, then SiLU when `silu`.
-    pub(crate) fn forward_channels_last(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        let gain = self.scaled_gamma.flatten_all()?;
+    /// The norm over the channels of `[B, T, C, H, W]` frames, or of channels-last frames `[...,
+    /// C]` (one kernel, SiLU included, on CUDA in bf16); then SiLU when `silu`.
+    pub(crate) fn forward_layout(&self, x: &Tensor, channels_last: bool, silu: bool) -> Result<Tensor> {
+        let gain = if channels_last { self.scaled_gamma.flatten_all()? } else { self.scaled_gamma.clone() };
         #[cfg(feature = "cuda")]
-        if x.device().is_cuda() && x.dtype() == DType::BF16 && crate::cuda::fused::enabled() {
+        if channels_last && x.device().is_cuda() && x.dtype() == DType::BF16 && crate::cuda::fused::enabled() {
             if let Some(y) = crate::cuda::fused::row_rms_norm(x, &gain, silu)? {
                 return Ok(y);
             }
         }
+        let channels = if channels_last { x.rank() - 1 } else { 2 };
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
-        let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
+        let norm = x.sqr()?.sum_keepdim(channels)?.sqrt()?.maximum(1e-12)?;
         let y = x.broadcast_div(&norm)?.broadcast_mul(&gain)?.to_dtype(dtype)?;
         if silu {
             candle_nn::ops::silu(&y)
@@ -342,30 +344,12 @@ impl RmsNorm {
             Ok(y)
         }
     }
-
-    /// The norm, then SiLU.
-    pub(crate) fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() && x.dtype() == DType::BF16 && x.rank() == 5 && crate::cuda::fused::enabled() {
-            return crate::cuda::fused::channel_rms_norm(x, &self.scaled_gamma.flatten_all()?, true);
-        }
-        candle_nn::ops::silu(&self.forward(x)?)
-    }
 }
 
 impl Module for RmsNorm {
     /// `x`: `[B, T, C, H, W]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() && x.dtype() == DType::BF16 && x.rank() == 5 && crate::cuda::fused::enabled() {
-            return crate::cuda::fused::channel_rms_norm(x, &self.scaled_gamma.flatten_all()?, false);
-        }
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let norm = x.sqr()?.sum_keepdim(2)?.sqrt()?.maximum(1e-12)?;
-        x.broadcast_div(&norm)?
-            .broadcast_mul(&self.scaled_gamma)?
-            .to_dtype(dtype)
+        self.forward_layout(x, false, false)
     }
 }
 
@@ -413,10 +397,9 @@ impl ResidualBlock {
             Some(conv) => conv.forward_layout(x, None, channels_last)?,
             None => x.clone(),
         };
-        let norm_silu = |norm: &RmsNorm, x: &Tensor| if channels_last { norm.forward_channels_last(x, true) } else { norm.forward_silu(x) };
-        let r = norm_silu(&self.norm1, x)?;
+        let r = self.norm1.forward_layout(x, channels_last, true)?;
         let r = self.conv1.forward_cached_layout(&r, cache.next_slot(), channels_last)?;
-        let r = norm_silu(&self.norm2, &r)?;
+        let r = self.norm2.forward_layout(&r, channels_last, true)?;
         let r = self.conv2.forward_cached_layout(&r, cache.next_slot(), channels_last)?;
         r + h
     }
@@ -444,7 +427,7 @@ impl AttentionBlock {
         let (b, t, h, w, c) = x.dims5()?;
         let dtype = x.dtype();
         // [BT, HW, 3C]: q, k, v are consecutive channel blocks
-        let xn = self.norm.forward_channels_last(x, false)?.reshape((b * t, h * w, c))?;
+        let xn = self.norm.forward_layout(x, true, false)?.reshape((b * t, h * w, c))?;
         let qkv = self.to_qkv.forward_tokens(&xn)?.to_dtype(DType::F32)?;
         let q = qkv.narrow(D::Minus1, 0, c)?.contiguous()?;
         let k = qkv.narrow(D::Minus1, c, c)?.contiguous()?;
