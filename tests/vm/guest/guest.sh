@@ -5,12 +5,16 @@
 set -u
 S=/share
 VT=$S/livetalk-vcam-test
+# Captured frames go to the guest's RAM (tmpfs), never to the host folder: a few hundred MB
+# of raw video there once filled a CI machine's disk. Each capture is deleted once checked.
+CAP=/tmp/captures; mkdir -p $CAP
 PASSED=0; FAILED=0; FAILED_NAMES=""
 t() { cut -d' ' -f1 /proc/uptime; }
 pass() { PASSED=$((PASSED+1)); echo "PASS $1 (t=$(t))"; }
 fail() { FAILED=$((FAILED+1)); FAILED_NAMES="$FAILED_NAMES $1"; echo "FAIL $1: $2 (t=$(t))"; }
 # expect NAME CMD...: pass when CMD exits 0; its output goes to $S/NAME.out and is shown on failure
-expect() { n=$1; shift; if "$@" >"$S/$n.out" 2>&1; then pass "$n"; else fail "$n" "$(tail -5 "$S/$n.out")"; fi; }
+# (and drops the frames it captured)
+expect() { n=$1; shift; if "$@" >"$S/$n.out" 2>&1; then pass "$n"; else fail "$n" "$(tail -5 "$S/$n.out")"; fi; rm -f "$CAP"/*; }
 frame_size() { case $1 in yuyv) echo $(($2 * $3 * 2));; i420) echo $(($2 * $3 * 3 / 2));; esac; }
 
 # start_writer NAME DEVICE FORMAT SIZE: the test driver writes the test pattern; log in $S/writer-NAME.log
@@ -42,12 +46,11 @@ stop_group() {
 readers() {
   name=$1 dev=$2 fmt=$3 w=$4 h=$5
   echo "== $name: ffmpeg -f v4l2 t=$(t)"
-  rm -f "$S/$name-ffmpeg.rgb"
   expect "$name-ffmpeg" sh -c "timeout 120 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i $dev -frames:v 30 \
-      -f rawvideo -pix_fmt rgb24 -y $S/$name-ffmpeg.rgb && python3 $S/check_frames.py rgb $S/$name-ffmpeg.rgb $w $h 6"
+      -f rawvideo -pix_fmt rgb24 -y $CAP/$name-ffmpeg.rgb && python3 $S/check_frames.py rgb $CAP/$name-ffmpeg.rgb $w $h 6"
   echo "== $name: v4l2-ctl --stream-mmap t=$(t)"
-  expect "$name-v4l2ctl" sh -c "timeout 120 v4l2-ctl -d $dev --stream-mmap --stream-count=60 --stream-to=$S/$name.raw && \
-      python3 $S/check_frames.py raw $S/$name.raw $fmt $w $h --min-frames 60 --progress"
+  expect "$name-v4l2ctl" sh -c "timeout 120 v4l2-ctl -d $dev --stream-mmap --stream-count=60 --stream-to=$CAP/$name.raw && \
+      python3 $S/check_frames.py raw $CAP/$name.raw $fmt $w $h --min-frames 60 --progress"
   [ "${GUEST_SKIP_CHROMIUM:-0}" = 1 ] && return
   echo "== $name: headless Chromium getUserMedia t=$(t)"
   points=$(python3 $S/check_frames.py points "$w" "$h")
@@ -132,11 +135,11 @@ else fail i420-writer-ready "$(cat "$WLOG")"; fi
 stop_writer i420-writer-clean-exit
 
 echo "== \"livetalk shared\" (exclusive_caps=0): a reader that opens before the producer t=$(t)"
-python3 $S/early_reader.py /dev/video11 640 360 yuyv $S/early.raw 10 >$S/early.out 2>&1 &
+python3 $S/early_reader.py /dev/video11 640 360 yuyv $CAP/early.raw 10 >$S/early.out 2>&1 &
 R=$!
 sleep 2
 start_writer shared "livetalk shared" yuyv 640x360
-if wait $R; then expect early-reader-frames python3 $S/check_frames.py raw $S/early.raw yuyv 640 360 --min-frames 10
+if wait $R; then expect early-reader-frames python3 $S/check_frames.py raw $CAP/early.raw yuyv 640 360 --min-frames 10
 else fail early-reader-frames "$(cat $S/early.out)"; fi
 case $VERSION in   # before 0.13 the open handle counts as a reader; from 0.13 streaming readers count
   0.12*) expect early-reader-counted-as-watching sh -c "sed -n '2p' $WLOG | grep -q 'DEMAND watching'" ;;
@@ -159,8 +162,8 @@ if wait_log 'ENGINE paused' 10; then
   tail -n 2 "$WLOG"
   expect idle-after-last-reader sh -c "grep -E '^(DEMAND|ENGINE)' $WLOG | tail -n 2 | tr '\n' ' ' | grep -q 'DEMAND idle.*ENGINE paused'"
   paused_before=$(grep -c 'ENGINE paused' "$WLOG"); resumed_before=$(grep -c 'ENGINE resumed' "$WLOG")
-  expect reader-after-pause sh -c "timeout 60 v4l2-ctl -d /dev/video11 --stream-mmap --stream-count=45 --stream-to=$S/resume.raw && \
-      python3 $S/check_frames.py raw $S/resume.raw yuyv 640 360 --min-frames 45 --progress"
+  expect reader-after-pause sh -c "timeout 60 v4l2-ctl -d /dev/video11 --stream-mmap --stream-count=45 --stream-to=$CAP/resume.raw && \
+      python3 $S/check_frames.py raw $CAP/resume.raw yuyv 640 360 --min-frames 45 --progress"
   expect engine-resumed-for-reader test "$(grep -c 'ENGINE resumed' "$WLOG")" -gt "$resumed_before"
   expect engine-paused-again sh -c "i=0; until [ \$(grep -c 'ENGINE paused' $WLOG) -gt $paused_before ]; do i=\$((i+1)); [ \$i -gt 50 ] && exit 1; sleep 0.2; done"
 else fail engine-paused "$(tail -5 "$WLOG")"; fi
@@ -178,7 +181,7 @@ LT=$!
 i=0; until grep -q "camera livetalk shared" "$S/livetalk-run.log"; do
   i=$((i+1)); [ $i -gt 600 ] && break; kill -0 $LT 2>/dev/null || break; sleep 0.2; done
 expect livetalk-run-camera sh -c "timeout 90 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video11 -frames:v 45 \
-    -f rawvideo -pix_fmt rgb24 -y $S/livetalk-run.rgb && python3 -c '
+    -f rawvideo -pix_fmt rgb24 -y $CAP/livetalk-run.rgb && python3 -c '
 import sys
 w, h = 640, 360
 data = open(sys.argv[1], \"rb\").read()
@@ -190,7 +193,7 @@ assert abs(r - 0xec) < 24 and abs(g - 0xe2) < 24 and abs(b - 0xd0) < 24, (r, g, 
 assert max(frames[-1]) - min(frames[-1]) > 100, \"a flat picture\"
 assert len(set(frames)) > 1, \"the picture never changes\"
 print(n, \"frames, corner\", (r, g, b), len(set(frames)), \"distinct\")
-' $S/livetalk-run.rgb"
+' $CAP/livetalk-run.rgb"
 kill $LT 2>/dev/null; wait $LT 2>/dev/null
 grep -q "camera livetalk shared" "$S/livetalk-run.log" || fail livetalk-run-log "$(tail -3 $S/livetalk-run.log)"
 
@@ -214,7 +217,7 @@ if "$S/livetalk" run --help | grep -q -- --hotkeys && [ -n "$(ls $S/presets-me 2
   # grab NAME PERSONA [FRAMES]: 3 s (or FRAMES) from the avatar camera (nobody reads in between, so the engine idles and
   # resumes: the last frame must show PERSONA, and no frame may be black), checked by check_persona.py
   grab() { timeout 90 ffmpeg -nostdin -hide_banner -loglevel error -f v4l2 -i /dev/video11 -frames:v ${3:-90} \
-      -f rawvideo -pix_fmt rgb24 -y "$S/me-$1.rgb" && python3 "$S/check_persona.py" "$S/me-$1.rgb" 640 360 "$2"; }
+      -f rawvideo -pix_fmt rgb24 -y "$CAP/me-$1.rgb" && python3 "$S/check_persona.py" "$CAP/me-$1.rgb" 640 360 "$2"; }
   switch_to() { XDG_RUNTIME_DIR=/tmp/rt "$S/livetalk" ctl switch "$1" && i=0 && \
       until XDG_RUNTIME_DIR=/tmp/rt "$S/livetalk" ctl status | grep -q "\"persona\": *\"$1\""; do
         i=$((i+1)); [ $i -gt 150 ] && return 1; sleep 0.2; done && sleep 1; }
