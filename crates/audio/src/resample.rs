@@ -11,7 +11,7 @@ pub fn to_rate(wave: &Waveform, rate: u32) -> Result<Waveform, AudioError> {
     }
     let err = |reason: String| AudioError::Resample { from: wave.sample_rate, to: rate, reason };
     // Far beyond full scale the FFT overflows: NaN comes out, or rubato panics (found by fuzzing).
-    if let Some(i) = wave.samples.iter().position(|s| !(s.abs() <= 1e6)) {
+    if let Some(i) = wave.samples.iter().position(|s| !s.is_finite() || s.abs() > 1e6) {
         return Err(err(format!("sample {i} is {:e}, not audio (full scale is ±1)", wave.samples[i])));
     }
     let chunk = 1024;

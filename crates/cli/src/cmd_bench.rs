@@ -79,7 +79,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         _ if device.is_cuda() => DType::BF16,
         _ => DType::F32,
     };
-    if args.side % 16 != 0 || args.side == 0 {
+    if !args.side.is_multiple_of(16) || args.side == 0 {
         bail!("--side {} must be a positive multiple of 16", args.side);
     }
     let config = match &args.dit_config {

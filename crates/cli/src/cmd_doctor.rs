@@ -167,17 +167,17 @@ fn obs_plugin_check() -> DoctorCheck {
 }
 
 fn extra_checks() -> Vec<DoctorCheck> {
-    let mut checks = Vec::new();
-    checks.push(match on_path("pw-cli") {
-        Some(p) => check("PipeWire tools", CheckStatus::Ok, p.display().to_string(), None),
-        None => check("PipeWire tools", CheckStatus::Warn, "pw-cli is not on PATH", Some("sudo apt-get install pipewire-bin".into())),
-    });
-    checks.push(obs_plugin_check());
-    checks.push(match livetalk_audio::tts::Espeak::find() {
-        Some(e) => check("espeak-ng (text-to-speech)", CheckStatus::Ok, e.program().display().to_string(), None),
-        None => check("espeak-ng (text-to-speech)", CheckStatus::Warn, "not found: `livetalk say` and --text use a recorded sample instead", Some("sudo apt-get install espeak-ng".into())),
-    });
-    checks
+    vec![
+        match on_path("pw-cli") {
+            Some(p) => check("PipeWire tools", CheckStatus::Ok, p.display().to_string(), None),
+            None => check("PipeWire tools", CheckStatus::Warn, "pw-cli is not on PATH", Some("sudo apt-get install pipewire-bin".into())),
+        },
+        obs_plugin_check(),
+        match livetalk_audio::tts::Espeak::find() {
+            Some(e) => check("espeak-ng (text-to-speech)", CheckStatus::Ok, e.program().display().to_string(), None),
+            None => check("espeak-ng (text-to-speech)", CheckStatus::Warn, "not found: `livetalk say` and --text use a recorded sample instead", Some("sudo apt-get install espeak-ng".into())),
+        },
+    ]
 }
 
 /// What the default CPU path needs: the persona presets load, and the control socket folder

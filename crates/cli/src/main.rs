@@ -37,6 +37,8 @@ struct Cli {
     command: Command,
 }
 
+// One value per process, parsed once: the size gap between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Render the persona speaking into a video file (AVI: Motion-JPEG + PCM audio).

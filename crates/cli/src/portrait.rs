@@ -56,8 +56,8 @@ pub fn detect_faces(photo: &DynamicImage) -> Result<Vec<FaceBox>> {
         detector.set_score_thresh(2.0);
         detector.set_pyramid_scale_factor(0.8);
         detector.set_slide_window_step(4, 4);
-        let mut image = rustface::ImageData::new(&gray, gray.width(), gray.height());
-        detector.detect(&mut image)
+        let image = rustface::ImageData::new(&gray, gray.width(), gray.height());
+        detector.detect(&image)
     }))
     .map_err(|_| anyhow::anyhow!("the face detector failed on this picture"))?;
     let mut boxes: Vec<FaceBox> = faces

@@ -38,8 +38,8 @@ fn face(picture: &DynamicImage) -> (f32, f32, f32) {
     let mut detector = rustface::create_detector_with_model(model);
     detector.set_min_face_size(40);
     let gray = picture.to_luma8();
-    let faces = detector.detect(&mut rustface::ImageData::new(&gray, gray.width(), gray.height()));
-    let b = faces.iter().max_by_key(|f| f.bbox().width()).expect("a face").bbox().clone();
+    let faces = detector.detect(&rustface::ImageData::new(&gray, gray.width(), gray.height()));
+    let b = faces.iter().max_by_key(|f| f.bbox().width()).expect("a face").bbox();
     (b.x() as f32 + b.width() as f32 / 2.0, b.y() as f32 + b.height() as f32 / 2.0, b.height() as f32)
 }
 

@@ -96,7 +96,7 @@ pub fn decode(format: AudioFormat, body: &[u8]) -> Result<Vec<f32>, AudioBodyErr
 }
 
 fn pcm_s16le(body: &[u8]) -> Result<Vec<f32>, AudioBodyError> {
-    if body.len() % 2 != 0 {
+    if !body.len().is_multiple_of(2) {
         return Err(AudioBodyError::Bad(format!(
             "the PCM body is {} bytes, not a whole number of 16-bit samples",
             body.len()

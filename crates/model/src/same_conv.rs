@@ -111,6 +111,22 @@ impl SameConv {
     }
 }
 
+
+/// Nearest-neighbour upscaling of channels-last frames `[B, H, W, C]` by `f` in H and W.
+pub(crate) fn upsample_nearest_nhwc(x: &Tensor, f: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        // one pass with 16-byte vectors (the broadcast copy below moves ~4x slower)
+        if let Some(y) = crate::cuda::fused::upsample_nearest_nhwc(x, f)? {
+            return Ok(y);
+        }
+    }
+    let (b, h, w, c) = x.dims4()?;
+    x.reshape((b, h, 1, w, 1, c))?
+        .broadcast_as((b, h, f, w, f, c))?
+        .reshape((b, h * f, w * f, c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,19 +150,4 @@ mod tests {
         }
         Ok(())
     }
-}
-
-/// Nearest-neighbour upscaling of channels-last frames `[B, H, W, C]` by `f` in H and W.
-pub(crate) fn upsample_nearest_nhwc(x: &Tensor, f: usize) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() {
-        // one pass with 16-byte vectors (the broadcast copy below moves ~4x slower)
-        if let Some(y) = crate::cuda::fused::upsample_nearest_nhwc(x, f)? {
-            return Ok(y);
-        }
-    }
-    let (b, h, w, c) = x.dims4()?;
-    x.reshape((b, h, 1, w, 1, c))?
-        .broadcast_as((b, h, f, w, f, c))?
-        .reshape((b, h * f, w * f, c))
 }
