@@ -3,6 +3,7 @@
 #   install_debs PKG...     apt-installs the missing ones (root, or sudo); updates lists once a day
 #   pass / fail / expect    the "N passed, N failed" counters (expect NAME CMD...: runs and counts)
 #   PIDS + cleanup trap     background daemons started with `... & PIDS="$PIDS $!"` die on exit
+#   stop_group PID          ends a setsid'd process group: SIGTERM, 5 s, then SIGKILL (bounded)
 #   start_pipewire [--pulse]  pipewire + wireplumber (+ pipewire-pulse) in $XDG_RUNTIME_DIR,
 #                           logs in $OUT, waiting until each answers
 
@@ -25,6 +26,13 @@ expect() { n=$1; shift; if "$@" >"$OUT/$n.out" 2>&1; then pass "$n"; tail -3 "$O
 PIDS=""
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
+
+# A browser under load may take its time over SIGTERM, or ignore it: never wait unbounded.
+stop_group() {
+  kill -TERM -- "-$1" 2>/dev/null
+  local i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 25 ]; do i=$((i+1)); sleep 0.2; done
+  kill -KILL -- "-$1" 2>/dev/null; wait "$1" 2>/dev/null
+}
 
 # wait_for WHAT CMD...: retries CMD for up to 10 s.
 wait_for() {
